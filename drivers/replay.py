@@ -1,0 +1,232 @@
+"""Recorded files (the DESIGN.md recorded-file format), streamed in chunks.
+
+CSV or ``.csv.gz`` with a header row: ``t`` (seconds, non-decreasing), channel columns, and
+``label.<task>`` columns holding a class name (empty = unlabelled). Files are never loaded
+whole: :func:`read_recording` yields :class:`~drivers.base.Block` s of ``chunk_rows`` rows,
+parsed by numpy's C reader. Empty channel cells become NaN (the engine fills them with the
+channel's last value and counts them).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar, Literal, TextIO
+
+import numpy as np
+from pydantic import Field
+
+from drivers.base import Block, SensorConfig
+
+LABEL_PREFIX = "label."
+
+
+class RecordingError(Exception):
+    """The file does not follow the recorded-file format."""
+
+
+def _open(path: Path) -> TextIO:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+
+
+def read_header(path: Path) -> tuple[list[str], dict[str, int]]:
+    """Channel names and ``{task: column}`` of label columns."""
+    with _open(path) as f:
+        return _parse_header(path, f.readline())
+
+
+def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
+    cols = [c.strip().strip('"') for c in line.rstrip("\r\n").split(",")]
+    if not cols or cols[0] != "t":
+        raise RecordingError(f"{path}: the first column must be 't', header is {cols[:5]}")
+    if len(set(cols)) != len(cols):
+        raise RecordingError(f"{path}: duplicate column names in header")
+    channels = [c for c in cols[1:] if not c.startswith(LABEL_PREFIX)]
+    labels = {c[len(LABEL_PREFIX):]: i for i, c in enumerate(cols) if c.startswith(LABEL_PREFIX)}
+    if any(not c for c in channels) or any(not t for t in labels):
+        raise RecordingError(f"{path}: empty column name in header")
+    return channels, labels
+
+
+def _numeric(path: Path, lines: list[str], usecols: list[int], first_row: int) -> np.ndarray:
+    try:
+        return np.loadtxt(lines, delimiter=",", usecols=usecols, dtype=np.float64, ndmin=2, quotechar='"')
+    except ValueError:
+        pass
+    # Slow path for empty cells (sparse slow channels) or a bad row: find and report it.
+    out = np.empty((len(lines), len(usecols)))
+    for r, line in enumerate(lines):
+        fields = line.rstrip("\r\n").split(",")
+        for j, c in enumerate(usecols):
+            cell = fields[c].strip() if c < len(fields) else ""
+            try:
+                out[r, j] = float(cell) if cell else math.nan
+            except ValueError:
+                raise RecordingError(f"{path}: data row {first_row + r + 1}, column {c + 1}: "
+                                     f"not a number: {cell[:40]!r}") from None
+    return out
+
+
+def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "file") -> Iterator[Block]:
+    """Stream ``path`` as blocks; labels arrive as ``{task: (codes, vocabulary)}``."""
+    p = Path(path)
+    try:
+        f = _open(p)
+    except OSError as exc:
+        raise RecordingError(f"{p}: cannot open: {exc.strerror or exc}") from None
+    with f:
+        try:
+            header = f.readline()
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise RecordingError(f"{p}: cannot read: {exc}") from None
+        channels, label_cols = _parse_header(p, header)
+        n_cols = 1 + len(channels) + len(label_cols)
+        all_cols = [c.strip().strip('"') for c in header.rstrip("\r\n").split(",")]
+        chan_idx = [all_cols.index(c) for c in channels]
+        row = 0
+        last_t = -math.inf
+        approx_bytes = max(4096, chunk_rows * (12 * n_cols))
+        while True:
+            try:
+                lines = f.readlines(approx_bytes)
+            except (OSError, EOFError, UnicodeDecodeError) as exc:
+                raise RecordingError(f"{p}: cannot read after data row {row}: {exc}") from None
+            lines = [ln for ln in lines if ln.strip()]
+            if not lines:
+                return
+            num = _numeric(p, lines, [0, *chan_idx], row)
+            t = np.ascontiguousarray(num[:, 0])
+            if not np.all(np.isfinite(t)):
+                bad = int(np.flatnonzero(~np.isfinite(t))[0])
+                raise RecordingError(f"{p}: data row {row + bad + 1}: t is not a finite number")
+            back = np.flatnonzero(np.diff(np.concatenate(([last_t], t))) < 0)
+            if back.size:
+                raise RecordingError(f"{p}: data row {row + int(back[0]) + 1}: t goes backwards "
+                                     "(the format requires non-decreasing t)")
+            last_t = float(t[-1])
+            labels = None
+            if label_cols:
+                raw = np.loadtxt(lines, delimiter=",", usecols=list(label_cols.values()), dtype=str, ndmin=2,
+                                 quotechar='"', comments=None)
+                labels = {}
+                for j, task in enumerate(label_cols):
+                    col = np.char.strip(raw[:, j])
+                    vocab, codes = np.unique(col, return_inverse=True)
+                    codes = codes.astype(np.int32)
+                    empty = np.flatnonzero(vocab == "")
+                    if empty.size:
+                        codes[codes == empty[0]] = -1
+                    labels[task] = (codes, tuple(str(v) for v in vocab))
+            yield Block(source, tuple(channels), t, np.ascontiguousarray(num[:, 1:]), labels)
+            row += len(lines)
+
+
+class FileSensorConfig(SensorConfig):
+    """``driver = "file"``: play a recorded file in real time (``edged run`` on recorded data).
+
+    ``channels`` names the file columns this sensor provides; label columns of the file are
+    handed on with the samples, like labels that arrive over MQTT."""
+
+    driver: Literal["file"]
+    path: str = Field(min_length=1)
+    rate_hz: float = Field(gt=0)
+    channels: list[str] = Field(min_length=1)  # type: ignore[assignment]
+    loop: bool = True
+
+
+class FileSensor:
+    """Replays a recording against the monotonic clock: a row is due once ``t - t_first`` has
+    elapsed since the sensor started (plus one file length per completed loop)."""
+
+    CHANNELS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: str | Path, channels: Sequence[str], loop: bool = True, start: float | None = None,
+                 chunk_rows: int = 8192) -> None:
+        self.path = Path(path)
+        self.channels = tuple(channels)
+        self.loop = loop
+        self.chunk_rows = chunk_rows
+        self.name = ""
+        self._start = start
+        self._offset = 0.0  # added to file time: start - t_first, grows per loop
+        self._pending: Block | None = None
+        self._it: Iterator[Block] | None = None
+        self._t_first: float | None = None
+        self._t_last = 0.0
+        self._done = False
+        self._dt = 1.0
+        file_channels, _ = read_header(self.path)
+        missing = [c for c in self.channels if c not in file_channels]
+        if missing:
+            raise RecordingError(f"{self.path}: no column(s) {missing}")
+        self._cols = [file_channels.index(c) for c in self.channels]
+
+    def _next_chunk(self) -> Block | None:
+        if self._it is None:
+            self._it = read_recording(self.path, self.chunk_rows)
+        blk = next(self._it, None)
+        if blk is None and self.loop and self._t_first is not None:
+            # next loop starts one median sample interval after the last row
+            self._offset += (self._t_last - self._t_first) + self._dt
+            self._it = read_recording(self.path, self.chunk_rows)
+            blk = next(self._it, None)
+        return blk
+
+    def read_block(self, now: float) -> Block | None:
+        if self._start is None:
+            self._start = now
+        out_t: list[np.ndarray] = []
+        out_x: list[np.ndarray] = []
+        out_l: list[dict[str, tuple[np.ndarray, tuple[str, ...]]] | None] = []
+        while not self._done:
+            blk = self._pending or self._next_chunk()
+            self._pending = None
+            if blk is None:
+                self._done = True
+                break
+            if self._t_first is None:
+                self._t_first = float(blk.t[0])
+                self._offset = self._start - self._t_first
+                steps = np.diff(blk.t)
+                steps = steps[steps > 0]
+                self._dt = float(np.median(steps)) if steps.size else 1.0
+            self._t_last = max(self._t_last, float(blk.t[-1]))
+            tm = blk.t + self._offset
+            n = int(np.searchsorted(tm, now, "right"))
+            if n < len(blk):
+                self._pending = Block(blk.source, blk.channels, blk.t[n:], blk.x[n:],
+                                      {k: (c[n:], v) for k, (c, v) in blk.labels.items()} if blk.labels else None)
+            if n:
+                out_t.append(tm[:n])
+                out_x.append(blk.x[:n][:, self._cols])
+                out_l.append({k: (c[:n], v) for k, (c, v) in blk.labels.items()} if blk.labels else None)
+            if self._pending is not None:
+                break
+        if not out_t:
+            return None
+        labels = None
+        if any(out_l):
+            labels = {}
+            for task in out_l[0] or {}:
+                vocab_all: list[str] = []
+                codes_all = []
+                for part in out_l:
+                    codes, vocab = part[task]  # type: ignore[index]
+                    lut = np.array([_index(vocab_all, v) for v in vocab] + [-1], dtype=np.int32)
+                    codes_all.append(lut[np.where(codes >= 0, codes, len(vocab))])
+                labels[task] = (np.concatenate(codes_all), tuple(vocab_all))
+        return Block(self.name, self.channels, np.concatenate(out_t), np.concatenate(out_x), labels)
+
+    def close(self) -> None:
+        """Nothing to release (the file is opened per chunk iterator)."""
+
+
+def _index(items: list[str], v: str) -> int:
+    if v not in items:
+        items.append(v)
+    return items.index(v)

@@ -1,0 +1,189 @@
+"""Composition root: the only place that turns config into objects and opens I/O.
+
+``build_daemon(cfg)`` wires config -> drivers -> task pipelines -> engine -> publisher;
+``build_engine`` is shared with ``replay`` so both run the same pipelines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import drivers
+from drivers.simulator import MachineWorld, SimLabeler
+from edged import __version__
+from edged.config import Config, TaskConfig
+from edged.engine import Engine, Sink
+from edged.mqtt import LabelInbox, Publisher
+from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
+from edged.state import ModelStore, SeqStore, StateError, ensure_dir, load_key
+
+log = structlog.get_logger("edged.app")
+
+
+def set_jit_cache(state_dir: str | Path) -> None:
+    """Keep numba's compiled kernels under the state directory, so a restart does not
+    recompile (must run before :mod:`pipelines.features` is imported)."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(Path(state_dir) / "numba-cache")
+
+
+def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
+    """Sample rate of a task's windowed channels (from the sensor that provides them)."""
+    return float(cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz)
+
+
+def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
+    """Identity of a task's feature layout and learner: a checkpoint only loads into the same."""
+    spec = {
+        "channels": tcfg.channels, "context": tcfg.context, "window": tcfg.window, "features": tcfg.features,
+        "bands_hz": tcfg.bands_hz, "log_bands": tcfg.log_bands, "rate_hz": rate_hz,
+        "classifier": tcfg.classifier.model_dump(), "anomaly": tcfg.anomaly.model_dump() if tcfg.anomaly else None,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
+    from pipelines.learners import TaskModel
+
+    return TaskModel(name, tcfg.classifier, tcfg.anomaly, recent=tcfg.recent, fingerprint=fingerprint(tcfg, rate_hz))
+
+
+def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A TaskPipeline per configured task (with restored models where given)."""
+    from pipelines.features import FeatureExtractor
+    from pipelines.task import TaskPipeline
+    from pipelines.windowing import Windower
+
+    out = {}
+    for name, t in cfg.tasks.items():
+        rate = task_rate(cfg, t)
+        fx = FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
+        windower = Windower(len(t.channels) + len(t.context), t.window, t.hop)
+        model = (models or {}).get(name) or new_model(name, t, rate)
+        out[name] = TaskPipeline(name, model, fx, windower, t.context, t.label_horizon_s)
+    return out
+
+
+def build_engine(cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict[str, Any] | None = None) -> Engine:
+    allowed = {n: set(t.classes) for n, t in cfg.tasks.items() if t.classes}
+    return Engine(cfg.device.id, build_tasks(cfg, models), sink, seq, wall,
+                  label_max_bytes=cfg.mqtt.label_max_bytes, labels_per_s=cfg.mqtt.labels_per_s,
+                  allowed_classes=allowed)
+
+
+def checkpoint_meta(model: Any) -> dict[str, Any]:
+    """Header of a checkpoint: what ``edged model show`` reports without unpickling."""
+    import river
+
+    ev = model.evaluation.report()
+    return {
+        "format": 1, "edged": __version__, "river": river.__version__,
+        "algorithm": model.algorithm, "version": model.version, "parent": model.parent,
+        "n_learned": model.n_learned, "n_scored": model.n_scored, "n_alarms": model.n_alarms,
+        "fingerprint": model.fingerprint, "size_bytes": model.size_bytes(),
+        "class_counts": dict(sorted(model.label_counts.items())), "metrics": ev,
+        "events": list(getattr(model, "events", [])),
+    }
+
+
+class StateLock:
+    """Exclusive lock on the state directory: two services must never share one."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "edged.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise StateError(f"another edged process is using the state directory {state_dir}") from None
+
+
+def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[str, Any], list[str]]:
+    """Latest verified checkpoint per task; problems are returned for alerts."""
+    models: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, t in cfg.tasks.items():
+        fp = fingerprint(t, task_rate(cfg, t))
+        ckpt, model, probs = store.load_latest(name, fp)
+        problems += probs
+        if model is None:
+            if store.files(name):
+                log.warning("model_not_restored", task=name, note="starting a new model; old files are kept")
+            continue
+        if unclean:
+            # The checkpoint is older than what ran before the crash: the same (version, n_learned)
+            # may already have been published by a model that was lost. A new version keeps
+            # every prediction traceable to exactly one model state.
+            model.parent, model.version = model.version, model.version + 1
+        log.info("model_restored", task=name, version=model.version, n_learned=model.n_learned,
+                 path=str(ckpt.path) if ckpt else None, after_unclean_stop=unclean)
+        models[name] = model
+    return models, problems
+
+
+def build_daemon(cfg: Config) -> Daemon:
+    """Everything ``edged run`` needs, opened and wired."""
+    state_dir = ensure_dir(Path(cfg.state.dir))
+    os.chmod(state_dir, 0o700)
+    lock = StateLock(state_dir)
+    key = load_key(state_dir, cfg.state.key_file)
+    store = ModelStore(state_dir, key, keep=cfg.state.keep)
+    marker = state_dir / "RUNNING"
+    unclean = marker.exists()
+    if unclean:
+        log.warning("unclean_stop_detected", note="the previous run did not stop cleanly; "
+                    "models restart from their last checkpoint under a new version")
+    models, problems = restore_models(cfg, store, unclean)
+    seq = SeqStore(state_dir / "seq.json")
+    marker.write_text(str(os.getpid()))
+
+    inbox = LabelInbox()
+    daemon_ref: dict[str, Daemon] = {}
+
+    def status(state: str) -> dict[str, Any]:
+        d = daemon_ref.get("d")
+        if d is None:
+            return {"schema": "edged.status.v1", "state": state, "version": __version__, "device": cfg.device.id}
+        return d.status(state)
+
+    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload))
+    engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), models)
+    for p in problems:
+        log.warning("checkpoint_rejected", problem=p)
+        engine.alert("state", problem="checkpoint_rejected", detail=p)
+
+    blocks: queue.Queue[Any] = queue.Queue(maxsize=2000)
+    world = None
+    sensors: list[SensorRunner] = []
+    t0 = time.monotonic()
+    for i, (name, s) in enumerate(cfg.sensors.items()):
+        if s.driver.startswith("sim_"):
+            if world is None:
+                world = MachineWorld(cfg.simulator, t0)
+            drv = drivers.REGISTRY[s.driver](world, s.rate_hz, s.channels, seed=cfg.simulator.seed * 1000 + i)
+        elif s.driver == "file":
+            drv = drivers.REGISTRY["file"](s.path, s.channels, loop=s.loop)
+        else:  # pragma: no cover - chip drivers arrive with the driver issue
+            raise StateError(f"sensors.{name}: driver {s.driver!r} cannot be built here")
+        drv.name = name
+        poll = min(1.0, max(0.02, 32.0 / s.rate_hz))
+        sensors.append(SensorRunner(name, drv, poll, blocks, lambda *a: daemon_ref["d"].on_sensor_health(*a)))
+    labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
+
+    timers = Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s)
+    tasks = engine.tasks
+    daemon = Daemon(engine, publisher, inbox, sensors, blocks, store, seq, timers, labeler=labeler,
+                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker)
+    daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
+    daemon_ref["d"] = daemon
+    return daemon

@@ -1,0 +1,265 @@
+"""Configuration: one TOML file parsed into frozen, typed models and validated once.
+
+Every problem is reported at once, each with its key path (``tasks.activity.window``), what
+was expected and what was found; unknown keys are errors. Relative paths in the file are
+relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+
+import drivers
+from drivers.base import StrictModel
+from drivers.simulator import SimulatorConfig
+from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams
+
+DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or invalid; ``problems`` lists each finding."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class DeviceConfig(StrictModel):
+    id: str = Field(pattern=NAME)
+
+
+class MqttConfig(StrictModel):
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    protocol: Literal["5", "3.1.1"] = "5"
+    queue_max: int = Field(10_000, ge=10)  # outgoing messages kept while the broker is away
+    max_inflight: int = Field(20, ge=1, le=1000)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    label_max_bytes: int = Field(1024, ge=64, le=65536)
+    labels_per_s: float = Field(50.0, gt=0)  # incoming label messages beyond this are rejected
+
+
+class StateConfig(StrictModel):
+    dir: str = Field(min_length=1)
+    checkpoint_interval_s: float = Field(300.0, gt=0)
+    keep: int = Field(5, ge=1, le=1000)
+    key_file: str | None = None  # HMAC key; default: $CREDENTIALS_DIRECTORY/edged-state-key, else <dir>/state.key
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SummaryConfig(StrictModel):
+    interval_s: float = Field(60.0, gt=0)
+
+
+SensorUnion = Annotated[
+    drivers.simulator.SimImuConfig | drivers.simulator.SimEnvConfig | drivers.replay.FileSensorConfig,
+    Field(discriminator="driver"),
+]
+
+
+class TaskConfig(StrictModel):
+    channels: list[str] = Field(min_length=1)  # windowed channels, all from one sensor
+    context: list[str] = []  # slow channels added as their latest value
+    window: int = Field(ge=8, le=1 << 20)  # samples
+    hop: int = Field(ge=1)
+    features: list[Literal["stats", "bands"]] = Field(["stats", "bands"], min_length=1)
+    bands_hz: list[float] = []
+    log_bands: bool = True
+    classifier: ClassifierParams = HoeffdingTreeParams(model="hoeffding_tree")
+    anomaly: AnomalyParams | None = None
+    classes: list[str] = []  # allowed class names; empty = any
+    label_horizon_s: float = Field(600.0, gt=0)
+    recent: int = Field(200, ge=10)  # windows in the "recent" metrics
+
+
+class Config(StrictModel):
+    device: DeviceConfig
+    mqtt: MqttConfig = MqttConfig()
+    state: StateConfig
+    log: LogConfig = LogConfig()
+    summary: SummaryConfig = SummaryConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    sensors: dict[Annotated[str, Field(pattern=NAME)], SensorUnion] = Field(min_length=1)
+    tasks: dict[Annotated[str, Field(pattern=NAME)], TaskConfig] = Field(min_length=1)
+
+    # -- derived views -----------------------------------------------------------------------------
+    def sensor_channels(self) -> dict[str, tuple[str, ...]]:
+        """Channels each sensor provides, after its ``channels`` selection."""
+        out = {}
+        for name, s in self.sensors.items():
+            out[name] = tuple(s.channels) if s.channels is not None else drivers.REGISTRY[s.driver].CHANNELS
+        return out
+
+    def channel_owner(self) -> dict[str, str]:
+        """Channel name -> sensor name."""
+        return {c: name for name, chans in self.sensor_channels().items() for c in chans}
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> str:
+    """Dotted key path for a pydantic error location, without discriminator tags."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+            node = node[item] if item < len(node) else None
+        elif isinstance(node, dict) and item in node:
+            parts.append(str(item))
+            node = node[item]
+        elif isinstance(node, dict) and item in {node.get("driver"), node.get("model")}:
+            continue  # the tag pydantic inserts for a tagged union
+        else:
+            parts.append(str(item))
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(err: dict[str, Any], raw: Any) -> str:
+    where = _where(tuple(err["loc"]), raw)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = err.get("input")
+    if isinstance(got, dict | list):
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (got {got!r})"
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    """Cross-key checks that a schema cannot express."""
+    problems: list[str] = []
+    owners: dict[str, str] = {}
+    for name, s in cfg.sensors.items():
+        cls = drivers.REGISTRY[s.driver]
+        if s.driver == "file":
+            try:
+                cols, _ = drivers.replay.read_header(Path(s.path))
+            except (OSError, drivers.replay.RecordingError) as exc:
+                problems.append(f"sensors.{name}.path: {exc}")
+                cols = list(s.channels or ())
+            for i, ch in enumerate(s.channels or ()):
+                if ch not in cols:
+                    problems.append(f"sensors.{name}.channels[{i}]: the file has no column {ch!r}")
+        for i, ch in enumerate(s.channels or ()):
+            if cls.CHANNELS and ch not in cls.CHANNELS:
+                problems.append(f"sensors.{name}.channels[{i}]: driver {s.driver!r} has no channel {ch!r} "
+                                f"(it has {', '.join(cls.CHANNELS)})")
+        for ch in cfg.sensor_channels()[name]:
+            if ch in owners:
+                problems.append(f"sensors.{name}: channel {ch!r} is also provided by sensor {owners[ch]!r}; "
+                                "select distinct channels with `channels = [...]`")
+            owners.setdefault(ch, name)
+    for tname, t in cfg.tasks.items():
+        where = f"tasks.{tname}"
+        sources = set()
+        for i, ch in enumerate(t.channels):
+            if ch not in owners:
+                problems.append(f"{where}.channels[{i}]: no sensor provides channel {ch!r} "
+                                f"(known: {', '.join(sorted(owners)) or 'none'})")
+            else:
+                sources.add(owners[ch])
+        if len(sources) > 1:
+            problems.append(f"{where}.channels: windowed channels must come from one sensor, "
+                            f"got {', '.join(sorted(sources))}; put the others in `context`")
+        for i, ch in enumerate(t.context):
+            if ch not in owners:
+                problems.append(f"{where}.context[{i}]: no sensor provides channel {ch!r}")
+            if ch in t.channels:
+                problems.append(f"{where}.context[{i}]: {ch!r} is already a windowed channel")
+        if t.hop > t.window:
+            problems.append(f"{where}.hop: must not exceed window ({t.window}), got {t.hop}")
+        if len(set(t.channels)) != len(t.channels):
+            problems.append(f"{where}.channels: a channel is listed twice")
+        if len(sources) == 1:
+            rate = cfg.sensors[sources.pop()].rate_hz
+            try:
+                from pipelines.features import FeatureExtractor
+
+                FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+    for kind, task in cfg.simulator.label_tasks.items():
+        if task not in cfg.tasks and any(s.driver.startswith("sim_") for s in cfg.sensors.values()):
+            problems.append(f"simulator.label_tasks.{kind}: no task named {task!r}")
+    if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
+        problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    return problems
+
+
+def parse(raw: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raises :class:`ConfigError` listing every problem."""
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e, raw) for e in exc.errors()]) from None
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, base_dir)
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
+    """Relative paths in the file are relative to the file's directory."""
+
+    def res(p: str) -> str:
+        return str((base_dir / os.path.expanduser(p)).resolve())
+
+    state_updates: dict[str, Any] = {"dir": res(cfg.state.dir)}
+    if cfg.state.key_file is not None:
+        state_updates["key_file"] = res(cfg.state.key_file)
+    sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
+               for n, s in cfg.sensors.items()}
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors})
+
+
+def find_config(path: str | None) -> Path:
+    """The config file to use: ``path`` if given, else the first default that exists."""
+    if path is not None:
+        return Path(path)
+    for p in DEFAULT_PATHS:
+        if p.is_file():
+            return p
+    raise ConfigError(DEFAULT_PATHS[0], [f"no config file given and none found at {', '.join(map(str, DEFAULT_PATHS))}"])
+
+
+def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Find and read the config file as a TOML document (not yet validated)."""
+    p = find_config(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(p, [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return tomllib.loads(data.decode("utf-8")), p
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, [f"not UTF-8 text: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, [f"not valid TOML: {exc}"]) from None
+
+
+def load(path: str | None = None) -> tuple[Config, Path]:
+    """Read, parse and validate the config file."""
+    raw, p = read_raw(path)
+    return parse(raw, str(p), p.resolve().parent), p

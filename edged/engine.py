@@ -1,0 +1,294 @@
+"""The engine: the one code path from sample blocks and labels to outgoing payloads.
+
+``edged run`` and ``edged replay`` both drive an :class:`Engine`; only the sources (drivers
+or a file) and the sink (MQTT or a report/JSONL writer) differ. The engine is
+single-threaded: the runtime hands it blocks and label messages from its own loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from drivers.base import Block
+from edged.state import SeqStore
+from pipelines.task import Prediction, TaskPipeline
+
+log = structlog.get_logger("edged.engine")
+
+SCHEMA_PREDICTION = "edged.prediction.v1"
+SCHEMA_SUMMARY = "edged.summary.v1"
+SCHEMA_ALERT = "edged.alert.v1"
+MAX_SCORES_PER_INTERVAL = 4096
+
+
+class Sink(Protocol):
+    """Where payloads go: ``topic`` is relative to the device prefix (``prediction/activity``)."""
+
+    def send(self, topic: str, payload: dict[str, Any], kind: str) -> None: ...
+
+
+# -- incoming labels ---------------------------------------------------------------------------------
+_LabelText = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+_Time = Field(allow_inf_nan=False, ge=0, le=1e11)
+
+
+class _PointLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str = _LabelText
+    ts: float = _Time
+
+
+class _RangeLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str = _LabelText
+    from_: float = Field(alias="from", allow_inf_nan=False, ge=0, le=1e11)
+    to: float = _Time
+
+
+_LABEL = TypeAdapter(_PointLabel | _RangeLabel)
+
+
+def parse_label(payload: bytes, max_bytes: int) -> tuple[str, float, float, bool]:
+    """Validate a label payload; returns (label, lo, hi, is_point) or raises ValueError(reason)."""
+    if len(payload) > max_bytes:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
+    try:
+        msg = _LABEL.validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "payload"
+        raise ValueError(f"{where}: {first['msg']}") from None
+    if isinstance(msg, _PointLabel):
+        return msg.label, msg.ts, msg.ts, True
+    if msg.to < msg.from_:
+        raise ValueError("'to' is before 'from'")
+    return msg.label, msg.from_, msg.to, False
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.t = rate, burst, burst, -math.inf
+
+    def take(self, now: float) -> bool:
+        if self.t == -math.inf:
+            self.t = now
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+# -- summary aggregates -------------------------------------------------------------------------------
+class _ChannelAgg:
+    __slots__ = ("n", "s", "ss", "lo", "hi")
+
+    def __init__(self) -> None:
+        self.n, self.s, self.ss, self.lo, self.hi = 0, 0.0, 0.0, math.inf, -math.inf
+
+    def add(self, col: np.ndarray) -> None:
+        good = col[np.isfinite(col)]
+        if good.size:
+            self.n += int(good.size)
+            self.s += float(good.sum())
+            self.ss += float(np.dot(good, good))
+            self.lo = min(self.lo, float(good.min()))
+            self.hi = max(self.hi, float(good.max()))
+
+
+def _r(v: float, digits: int = 4) -> float:
+    return float(f"{v:.{digits}g}") if math.isfinite(v) else 0.0
+
+
+class Engine:
+    """Routes blocks to task pipelines, numbers predictions, applies labels, aggregates."""
+
+    def __init__(self, device_id: str, tasks: dict[str, TaskPipeline], sink: Sink, seq: SeqStore,
+                 wall: Callable[[float], float], label_max_bytes: int = 1024, labels_per_s: float = 50.0,
+                 allowed_classes: dict[str, set[str]] | None = None) -> None:
+        self.device_id = device_id
+        self.tasks = tasks
+        self.sink = sink
+        self.seq = seq
+        self.wall = wall
+        self.label_max_bytes = label_max_bytes
+        self.allowed = allowed_classes or {}
+        self._bucket = _TokenBucket(labels_per_s, max(1.0, labels_per_s * 2))
+        self.latest: dict[str, float] = {}  # last finite value per channel
+        self.counters: Counter[str] = Counter()
+        self._alarm_on: dict[str, bool] = dict.fromkeys(tasks, False)
+        self._reset_interval(time.time())
+
+    # -- samples ---------------------------------------------------------------------------------
+    def _sanitise(self, block: Block) -> np.ndarray:
+        """Non-finite samples become the channel's last finite value (counted); never NaN downstream."""
+        x = block.x
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return x
+        x = x.copy()
+        for j in np.flatnonzero(bad.any(axis=0)):
+            ch = block.channels[j]
+            col = x[:, j]
+            m = bad[:, j]
+            idx = np.where(m, 0, np.arange(col.shape[0]))
+            np.maximum.accumulate(idx, out=idx)
+            prev = self.latest.get(ch, 0.0)
+            filled = np.where(m & (idx == 0) & m[0], prev, col[idx])
+            x[:, j] = filled
+            self.counters[f"samples_filled.{ch}"] += int(m.sum())
+        return x
+
+    def ingest(self, block: Block) -> int:
+        """Process one block; returns the number of predictions emitted."""
+        if len(block) == 0:
+            return 0
+        for j, ch in enumerate(block.channels):
+            agg = self._channels.get(ch)
+            if agg is None:
+                agg = self._channels[ch] = _ChannelAgg()
+            agg.add(block.x[:, j])
+        x = self._sanitise(block)
+        for j, ch in enumerate(block.channels):
+            self.latest[ch] = float(x[-1, j])
+        self.counters["samples"] += len(block)
+        emitted = 0
+        for name, task in self.tasks.items():
+            cols = task.bind(block.channels)
+            if cols is None:
+                continue
+            codes = self._label_codes(task, block)
+            for pred in task.process(block.t, x, cols, codes, self.wall, self.latest):
+                self._emit(name, task, pred)
+                emitted += 1
+        return emitted
+
+    def _label_codes(self, task: TaskPipeline, block: Block) -> np.ndarray | None:
+        if not block.labels or task.name not in block.labels:
+            return None
+        codes, vocab = block.labels[task.name]
+        allowed = self.allowed.get(task.name)
+        lut = np.array([task.code(v) if v and (not allowed or v in allowed) else -1 for v in vocab] + [-1], dtype=np.int32)
+        return lut[np.where(codes >= 0, codes, len(vocab))]
+
+    def _emit(self, name: str, task: TaskPipeline, pred: Prediction) -> None:
+        payload: dict[str, Any] = {
+            "schema": SCHEMA_PREDICTION,
+            "device": self.device_id,
+            "task": name,
+            "ts": round(pred.ts, 6),
+            "seq": self.seq.next(name),
+            "label": pred.label,
+            "scores": {k: round(v, 4) for k, v in sorted(pred.scores.items())},
+            "model": {"version": pred.version, "n_learned": pred.n_learned},
+        }
+        agg = self._tasks[name]
+        agg["predictions"] += 1
+        agg["classes"][str(pred.label)] += 1
+        if pred.anomaly is not None:
+            score, alarm = pred.anomaly
+            payload["anomaly"] = {"score": round(score, 6), "alarm": alarm}
+            if len(agg["scores"]) < MAX_SCORES_PER_INTERVAL:
+                agg["scores"].append(score)
+            if alarm:
+                agg["alarms"] += 1
+            if alarm and not self._alarm_on[name]:
+                self.alert("anomaly", task=name, ts=payload["ts"], score=round(score, 6),
+                           model=payload["model"])
+            self._alarm_on[name] = alarm
+        self.sink.send(f"prediction/{name}", payload, "prediction")
+
+    def alert(self, kind: str, **fields: Any) -> None:
+        """Publish an alert (``kind``: anomaly, sensor, state, ...)."""
+        payload = {"schema": SCHEMA_ALERT, "kind": kind, "device": self.device_id,
+                   "ts": fields.pop("ts", round(time.time(), 3)), **fields}
+        self.counters[f"alerts.{kind}"] += 1
+        self.sink.send("alert", payload, "alert")
+
+    # -- labels ----------------------------------------------------------------------------------
+    def on_label(self, task_name: str, payload: bytes, now: float, origin: str = "mqtt") -> str:
+        """Validate and apply one label message; returns the outcome (``rejected:<reason>`` on
+        bad input). Never raises for bad input."""
+        if not self._bucket.take(now):
+            return self._reject(task_name, origin, "rate limit exceeded")
+        task = self.tasks.get(task_name)
+        if task is None:
+            return self._reject(task_name, origin, f"no task named {task_name!r}")
+        try:
+            label, lo, hi, point = parse_label(payload, self.label_max_bytes)
+        except ValueError as exc:
+            return self._reject(task_name, origin, str(exc))
+        allowed = self.allowed.get(task_name)
+        if allowed and label not in allowed:
+            return self._reject(task_name, origin, f"class {label!r} is not one of {sorted(allowed)}")
+        if not point and hi - lo > task.horizon_s * 10:
+            return self._reject(task_name, origin, f"range of {hi - lo:.0f} s is longer than 10x the label horizon")
+        outcome = task.apply_label(label, lo, hi, point, now)
+        self.counters[f"labels.{outcome}"] += 1
+        self._tasks[task_name]["labels"] += 1
+        return outcome
+
+    def _reject(self, task: str, origin: str, reason: str) -> str:
+        self.counters["labels.rejected"] += 1
+        n = self.counters["labels.rejected"]
+        if n <= 10 or n % 100 == 0:  # every rejection is counted; the log is rate-limited
+            log.warning("label_rejected", task=task[:64], origin=origin, reason=reason, rejected_total=n)
+        return f"rejected:{reason}"
+
+    # -- summaries -------------------------------------------------------------------------------
+    def _reset_interval(self, ts: float | None) -> None:
+        self._interval_start = ts
+        self._channels: dict[str, _ChannelAgg] = {}
+        self._tasks: dict[str, dict[str, Any]] = {
+            n: {"predictions": 0, "classes": Counter(), "scores": [], "alarms": 0, "labels": 0} for n in self.tasks
+        }
+
+    def summary(self, ts_end: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Sanitised aggregates since the previous summary (and start a new interval)."""
+        channels = {}
+        for ch, a in sorted(self._channels.items()):
+            if a.n == 0:
+                continue
+            mean = a.s / a.n
+            var = max(0.0, a.ss / a.n - mean * mean)
+            channels[ch] = {"count": a.n, "mean": _r(mean), "std": _r(math.sqrt(var)), "min": _r(a.lo), "max": _r(a.hi)}
+        tasks = {}
+        for name, agg in self._tasks.items():
+            model = self.tasks[name].model
+            ev = model.evaluation.report()
+            entry: dict[str, Any] = {
+                "windows": agg["predictions"],
+                "predicted": dict(sorted(agg["classes"].items())),
+                "labels": agg["labels"],
+                "model": {"version": model.version, "n_learned": model.n_learned},
+                "prequential": {"n": ev["n"], "accuracy": _r(ev["accuracy"]), "macro_f1": _r(ev["macro_f1"]),
+                                "kappa": _r(ev["kappa"]), "recent_accuracy": _r(ev["recent"]["accuracy"])},
+            }
+            if model.detector is not None:
+                scores = np.asarray(agg["scores"])
+                entry["anomaly"] = {"alarms": agg["alarms"]}
+                if scores.size:
+                    q = np.quantile(scores, [0.5, 0.9, 0.99])
+                    entry["anomaly"].update(p50=_r(q[0]), p90=_r(q[1]), p99=_r(q[2]), max=_r(float(scores.max())))
+            tasks[name] = entry
+        payload = {
+            "schema": SCHEMA_SUMMARY,
+            "device": self.device_id,
+            "from": round(self._interval_start, 3) if self._interval_start is not None else None,
+            "to": round(ts_end, 3),
+            "channels": channels,
+            "tasks": tasks,
+            "counters": dict(sorted(self.counters.items())),
+            **(extra or {}),
+        }
+        self._reset_interval(ts_end)
+        return payload

@@ -1,0 +1,181 @@
+"""``edged replay``: recorded files through the same engine as ``run``, as fast as possible.
+
+Files run in order through the same models, like one long stream (windows do not span two
+files). Metrics are prequential: each labelled window is predicted before it is learned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from drivers.replay import RecordingError, read_header, read_recording
+from edged.app import build_engine, task_rate
+from edged.config import Config
+from edged.state import SeqStore
+from pipelines.evaluation import Prequential
+
+RATE_TOLERANCE = 0.02
+MAX_KEPT_SCORES = 200_000
+
+
+class ReplayError(Exception):
+    """A file cannot be replayed with this config."""
+
+
+class _Collector:
+    """Sink for replay: optionally writes prediction payloads as JSON lines; keeps anomaly stats."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out = out
+        self.alerts = 0
+        self.scores: dict[str, list[float]] = {}
+        self.alarms: dict[str, int] = {}
+
+    def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
+        if kind == "prediction":
+            if self.out is not None:
+                self.out.write(json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n")
+            an = payload.get("anomaly")
+            if an is not None:
+                task = payload["task"]
+                kept = self.scores.setdefault(task, [])
+                if len(kept) < MAX_KEPT_SCORES:
+                    kept.append(an["score"])
+                self.alarms[task] = self.alarms.get(task, 0) + int(an["alarm"])
+        elif kind == "alert":
+            self.alerts += 1
+
+
+def _metrics(ev: Prequential | None, windows: int) -> dict[str, Any]:
+    rep = ev.report() if ev is not None else Prequential().report()
+    return {
+        "windows": windows, "labelled": rep["n"], "accuracy": round(rep["accuracy"], 6),
+        "macro_f1": round(rep["macro_f1"], 6), "kappa": round(rep["kappa"], 6),
+        "recent_accuracy": round(rep["recent"]["accuracy"], 6), "class_counts": rep["class_counts"],
+        "confusion": rep["confusion"],
+    }
+
+
+def _anomaly(scores: list[float], alarms: int) -> dict[str, Any]:
+    if not scores:
+        return {"scored": 0, "alarms": alarms}
+    a = np.asarray(scores)
+    q = np.quantile(a, [0.5, 0.9, 0.99])
+    return {"scored": int(a.size), "alarms": alarms, "score_p50": round(float(q[0]), 6),
+            "score_p90": round(float(q[1]), 6), "score_p99": round(float(q[2]), 6), "score_max": round(float(a.max()), 6)}
+
+
+def _estimate_rate(t: np.ndarray) -> float | None:
+    d = np.diff(t)
+    d = d[d > 0]
+    return float(1.0 / np.median(d)) if d.size else None
+
+
+def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None = None,
+           chunk_rows: int = 65536) -> dict[str, Any]:
+    """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``)."""
+    sink = _Collector(predictions)
+    engine = build_engine(cfg, sink, SeqStore(None), wall=lambda t: t)
+    started = time.perf_counter()
+    total_samples = 0
+    file_reports = []
+    for path in files:
+        p = Path(path)
+        try:
+            channels, label_cols = read_header(p)
+        except (OSError, RecordingError) as exc:
+            raise ReplayError(str(exc)) from None
+        active = {n: t for n, t in engine.tasks.items() if all(c in channels for c in t.channels)}
+        if not active:
+            raise ReplayError(f"{p}: no configured task finds its channels here (file has {channels}); "
+                              "use a config written for this recording (see examples/)")
+        before = {n: t.windows for n, t in engine.tasks.items()}
+        scores_before = {n: len(sink.scores.get(n, [])) for n in engine.tasks}
+        alarms_before = dict(sink.alarms)
+        for t in engine.tasks.values():
+            t.windower.reset()
+            t.pending.clear()
+            t.open_labels.clear()
+            t.segment_eval = Prequential(recent=t.model.evaluation.recent)
+        samples = 0
+        checked = False
+        try:
+            for block in read_recording(p, chunk_rows):
+                if not checked:
+                    _check_rates(cfg, p, block.t, active)
+                    checked = True
+                engine.ingest(block)
+                samples += len(block)
+        except RecordingError as exc:
+            raise ReplayError(str(exc)) from None
+        total_samples += samples
+        tasks_rep = {}
+        for n, t in engine.tasks.items():
+            rep = _metrics(t.segment_eval, t.windows - before[n])
+            if t.model.detector is not None:
+                rep["anomaly"] = _anomaly(sink.scores.get(n, [])[scores_before[n]:],
+                                          sink.alarms.get(n, 0) - alarms_before.get(n, 0))
+            if n not in active:
+                rep["skipped"] = "channels not in file"
+            tasks_rep[n] = rep
+        file_reports.append({"path": str(p), "samples": samples, "tasks": tasks_rep})
+    for t in engine.tasks.values():
+        t.segment_eval = None
+    seconds = time.perf_counter() - started
+    tasks = {}
+    for n, t in engine.tasks.items():
+        rep = _metrics(t.model.evaluation, t.windows)
+        rep["n_learned"] = t.model.n_learned
+        rep["model"] = {"algorithm": t.model.algorithm, "version": t.model.version}
+        if t.model.detector is not None:
+            rep["anomaly"] = _anomaly(sink.scores.get(n, []), sink.alarms.get(n, 0))
+        tasks[n] = rep
+    return {
+        "tasks": tasks, "samples": total_samples, "seconds": round(seconds, 4),
+        "samples_per_s": round(total_samples / seconds, 1) if seconds > 0 else None,
+        "files": file_reports, "counters": dict(sorted(engine.counters.items())),
+    }
+
+
+def _check_rates(cfg: Config, path: Path, t: np.ndarray, active: dict[str, Any]) -> None:
+    rate = _estimate_rate(t[: min(len(t), 4096)])
+    if rate is None:
+        return
+    for name in active:
+        want = task_rate(cfg, cfg.tasks[name])
+        if not math.isclose(rate, want, rel_tol=RATE_TOLERANCE):
+            sensor = cfg.channel_owner()[cfg.tasks[name].channels[0]]
+            raise ReplayError(f"{path}: sampled at {rate:.6g} Hz, but task {name!r} reads sensor {sensor!r} "
+                              f"configured at rate_hz = {want:g}; use a config written for this recording")
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """Human-readable table of a replay report."""
+    lines = [f"{rep['samples']} samples in {rep['seconds']:.2f} s ({rep.get('samples_per_s') or 0:,.0f} samples/s)", ""]
+    header = f"{'task':<14}{'scope':<34}{'windows':>8}{'labelled':>9}{'accuracy':>9}{'macroF1':>9}{'kappa':>8}{'alarms':>8}"
+    lines.append(header)
+    lines.append("-" * len(header))
+
+    def row(task: str, scope: str, r: dict[str, Any]) -> str:
+        alarms = r.get("anomaly", {}).get("alarms", "")
+        if r["labelled"]:
+            acc, f1, k = f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", f"{r['kappa']:.3f}"
+        else:
+            acc = f1 = k = "-"
+        return f"{task:<14}{scope[-33:]:<34}{r['windows']:>8}{r['labelled']:>9}{acc:>9}{f1:>9}{k:>8}{alarms!s:>8}"
+
+    for task, r in rep["tasks"].items():
+        lines.append(row(task, "all files", r))
+        if len(rep["files"]) > 1:
+            for f in rep["files"]:
+                fr = f["tasks"][task]
+                if "skipped" not in fr:
+                    lines.append(row("", Path(f["path"]).name, fr))
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""The running service: sensor threads feed one engine loop; MQTT runs on its own threads.
+
+Threads: one per sensor (blocking bus I/O never stalls the others), paho's network thread,
+the MQTT sender, and the main loop, which alone touches the engine and the models. All
+scheduling uses the monotonic clock; wall time is only read to stamp payloads.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from drivers.base import Block, DriverError
+from edged import __version__, sdnotify
+from edged.engine import Engine
+from edged.mqtt import LabelInbox, Publisher
+from edged.state import ModelStore, SeqStore
+
+log = structlog.get_logger("edged.runtime")
+
+
+def wall_offset() -> float:
+    """Current wall-clock minus monotonic clock (changes when the wall clock is stepped)."""
+    return time.time() - time.monotonic()
+
+
+class SensorRunner:
+    """Polls one driver on its own thread and hands blocks to the engine loop.
+
+    A failing read marks the sensor ``degraded`` and is retried with exponential backoff
+    capped at 5 s; after 10 consecutive failures it is ``lost`` (still retried). Health changes
+    are logged and reported through ``on_health``; the first failure and the recovery are
+    logged, not every retry."""
+
+    def __init__(self, name: str, driver: Any, poll_s: float, out: queue.Queue[Block],
+                 on_health: Callable[[str, str, str], None]) -> None:
+        self.name = name
+        self.driver = driver
+        self.poll_s = poll_s
+        self.out = out
+        self.on_health = on_health
+        self.health = "ok"
+        self.failures = 0
+        self.dropped_blocks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"edged-sensor-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        try:
+            self.driver.close()
+        except (OSError, DriverError) as exc:
+            log.warning("sensor_close_failed", sensor=self.name, error=str(exc))
+
+    def _set_health(self, health: str, reason: str) -> None:
+        if health != self.health:
+            self.health = health
+            self.on_health(self.name, health, reason)
+
+    def _run(self) -> None:
+        delay = self.poll_s
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            next_t += delay
+            try:
+                block = self.driver.read_block(time.monotonic())
+            except (OSError, DriverError) as exc:
+                self.failures += 1
+                self._set_health("lost" if self.failures >= 10 else "degraded", f"{type(exc).__name__}: {exc}")
+                delay = min(5.0, self.poll_s * 2 ** min(self.failures, 10))
+            else:
+                if self.failures:
+                    self.failures = 0
+                    delay = self.poll_s
+                    self._set_health("ok", "reads succeed again")
+                if block is not None and len(block):
+                    try:
+                        self.out.put_nowait(block)
+                    except queue.Full:
+                        self.dropped_blocks += 1
+            wait = next_t - time.monotonic()
+            if wait < -1.0:
+                next_t = time.monotonic()  # fell behind (suspend, clock trouble): don't burst
+                wait = 0.0
+            self._stop.wait(max(0.0, wait))
+
+
+@dataclass
+class Timers:
+    summary_s: float
+    checkpoint_s: float
+    next_summary: float = 0.0
+    next_checkpoint: float = 0.0
+    watchdog_s: float | None = None
+    next_watchdog: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Daemon:
+    """Composition of sensors, engine, publisher and state, with the main loop."""
+
+    def __init__(self, engine: Engine, publisher: Publisher, inbox: LabelInbox, sensors: list[SensorRunner],
+                 blocks: queue.Queue[Block], store: ModelStore, seq: SeqStore, timers: Timers,
+                 labeler: Any | None = None, checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
+                 running_marker: Any | None = None) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.inbox = inbox
+        self.sensors = sensors
+        self.blocks = blocks
+        self.store = store
+        self.seq = seq
+        self.timers = timers
+        self.labeler = labeler
+        self.checkpoint_meta = checkpoint_meta or (lambda task: {})
+        self.running_marker = running_marker
+        self._stop = threading.Event()
+        self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self.started = time.time()
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def status(self, state: str) -> dict[str, Any]:
+        """Payload of ``<prefix>/status``."""
+        return {
+            "schema": "edged.status.v1",
+            "state": state,
+            "version": __version__,
+            "device": self.engine.device_id,
+            "ts": round(time.time(), 3),
+            "since": round(self.started, 3),
+            "tasks": {n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
+                      for n, t in self.engine.tasks.items()},
+            "sensors": {s.name: s.health for s in self.sensors},
+        }
+
+    def on_sensor_health(self, name: str, health: str, reason: str) -> None:
+        """Called from sensor threads: log now, alert from the main loop."""
+        (log.info if health == "ok" else log.warning)("sensor_health", sensor=name, health=health, reason=reason)
+        self._events.put((name, health, reason))
+
+    # -- main loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        self.publisher.start()
+        for s in self.sensors:
+            s.start()
+        now = time.monotonic()
+        self.timers.next_summary = now + self.timers.summary_s
+        self.timers.next_checkpoint = now + self.timers.checkpoint_s
+        self.timers.watchdog_s = sdnotify.watchdog_interval()
+        sdnotify.notify("READY=1")
+        log.info("service_started", device=self.engine.device_id, tasks=list(self.engine.tasks),
+                 sensors=[s.name for s in self.sensors])
+        while not self._stop.is_set():
+            self._step(0.05)
+        return self.shutdown()
+
+    def _step(self, timeout: float) -> None:
+        try:
+            block = self.blocks.get(timeout=timeout)
+        except queue.Empty:
+            block = None
+        budget = 200
+        while block is not None and budget:
+            self.engine.ingest(block)
+            budget -= 1
+            try:
+                block = self.blocks.get_nowait()
+            except queue.Empty:
+                block = None
+        now = time.monotonic()
+        if self.labeler is not None:
+            for task, payload in self.labeler.poll(now, wall_offset()):
+                self.inbox.put(task, payload, origin="simulator")
+        self._drain_inbox(now)
+        t = self.timers
+        if now >= t.next_summary:
+            t.next_summary = now + t.summary_s
+            self.publish_summary()
+        if now >= t.next_checkpoint:
+            t.next_checkpoint = now + t.checkpoint_s
+            self.checkpoint()
+        if t.watchdog_s and now >= t.next_watchdog:
+            t.next_watchdog = now + t.watchdog_s
+            sdnotify.notify("WATCHDOG=1")
+
+    def _drain_inbox(self, now: float) -> None:
+        while not self._events.empty():
+            name, health, reason = self._events.get_nowait()
+            self.engine.alert("sensor", sensor=name, health=health, reason=reason)
+        for task, payload, origin in self.inbox.drain():
+            self.engine.on_label(task, payload, now, origin)
+        if self.inbox.overflow:
+            self.engine.counters["labels.rejected"] += self.inbox.overflow
+            self.engine.counters["labels.inbox_overflow"] += self.inbox.overflow
+            log.warning("label_inbox_overflow", dropped=self.inbox.overflow)
+            self.inbox.overflow = 0
+
+    def publish_summary(self) -> None:
+        extra = {"mqtt": self.publisher.stats(),
+                 "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks} for s in self.sensors}}
+        self.publisher.send("summary", self.engine.summary(time.time(), extra), "summary")
+
+    def checkpoint(self) -> bool:
+        """Write a checkpoint of every task; a failure (disk full, ...) is an alert, not a crash."""
+        ok = True
+        for name, task in self.engine.tasks.items():
+            try:
+                path = self.store.save(name, task.model, self.checkpoint_meta(name))
+            except OSError as exc:
+                ok = False
+                log.error("checkpoint_failed", task=name, error=str(exc))
+                self.engine.alert("state", task=name, problem="checkpoint_failed", error=str(exc))
+            else:
+                log.debug("checkpoint_written", task=name, path=str(path))
+        return ok
+
+    def shutdown(self) -> int:
+        sdnotify.notify("STOPPING=1")
+        log.info("service_stopping")
+        for s in self.sensors:
+            s.stop()
+        while True:
+            try:
+                self.engine.ingest(self.blocks.get_nowait())
+            except queue.Empty:
+                break
+        self._drain_inbox(time.monotonic())
+        self.publish_summary()
+        saved = self.checkpoint()
+        try:
+            self.seq.close()
+        except OSError as exc:
+            log.error("seq_save_failed", error=str(exc))
+        unsent = self.publisher.stop(timeout=5.0)
+        if saved and self.running_marker is not None:
+            self.running_marker.unlink(missing_ok=True)
+        log.info("service_stopped", unsent=unsent, checkpointed=saved)
+        return 0

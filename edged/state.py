@@ -1,0 +1,277 @@
+"""Durable state: verified model checkpoints and the per-task ``seq`` counters.
+
+A checkpoint file is::
+
+    EDGEDCKPT1\\n
+    <header: one line of canonical JSON>\\n
+    <payload: pickle of the task's TaskModel>
+
+The header carries the model's lineage and metrics (so ``edged model show`` never unpickles
+anything), the payload's sha256, and an HMAC-SHA256 over magic + header + payload with a key
+that lives outside the checkpoint. A file is unpickled only after its HMAC verifies, and then
+only through an unpickler that resolves nothing but the modules a model is made of.
+
+Writes are atomic: temp file in the same directory, fsync, rename, fsync of the directory, so
+a power cut leaves either the old or the new file, never a torn one. The newest ``keep`` files
+per task are kept; loading falls back to older files if the newest does not verify.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import os
+import pickle
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"EDGEDCKPT1\n"
+KEY_CREDENTIAL = "edged-state-key"
+MAX_HEADER = 1 << 20
+
+
+class StateError(Exception):
+    """State directory, key or checkpoint problem."""
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if needed."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> bytes:
+    """The HMAC key: ``key_file`` if configured, else the systemd credential, else a key file
+    generated in the state directory on first start."""
+    candidates: list[Path] = []
+    if key_file:
+        candidates.append(Path(key_file))
+    elif os.environ.get("CREDENTIALS_DIRECTORY"):
+        cred = Path(os.environ["CREDENTIALS_DIRECTORY"]) / KEY_CREDENTIAL
+        if cred.exists():
+            candidates.append(cred)
+    if candidates:
+        p = candidates[0]
+        try:
+            key = p.read_bytes().strip()
+        except OSError as exc:
+            raise StateError(f"cannot read state key {p}: {exc.strerror or exc}") from None
+        if len(key) < 16:
+            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
+        return key
+    p = state_dir / "state.key"
+    if p.exists():
+        key = p.read_bytes().strip()
+        if len(key) < 16:
+            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
+        return key
+    if not create:
+        raise StateError(f"no state key at {p} (configure state.key_file or the {KEY_CREDENTIAL} credential)")
+    key = secrets.token_hex(32).encode()
+    ensure_dir(state_dir)
+    atomic_write(p, key + b"\n", 0o600)
+    return key
+
+
+# Everything a TaskModel pickle may reference. A verified file should never contain anything
+# else; refusing other globals means a leaked key still does not give code execution via
+# os.system & co.
+_ALLOWED_MODULE_PREFIXES = ("river.", "pipelines.", "numpy", "collections", "sortedcontainers", "scipy.")
+_ALLOWED_EXACT = {
+    ("builtins", n) for n in ("set", "frozenset", "dict", "list", "tuple", "float", "int", "str", "bytes",
+                              "bytearray", "complex", "slice", "range", "bool", "object", "getattr")
+} | {("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("functools", "partial"), ("math", "inf"),
+     ("_collections_abc", "dict_keys"), ("operator", "itemgetter"), ("operator", "attrgetter"),
+     ("river", "stats"), ("random", "Random")}
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_EXACT or module == "river" or module.startswith(_ALLOWED_MODULE_PREFIXES):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}, which a model never contains")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    header: dict[str, Any]
+
+
+class ModelStore:
+    """Checkpoints of every task under ``<state dir>/models/<task>/``."""
+
+    def __init__(self, state_dir: Path, key: bytes, keep: int = 5) -> None:
+        self.root = ensure_dir(state_dir / "models")
+        self.key = key
+        self.keep = keep
+
+    def _dir(self, task: str) -> Path:
+        return ensure_dir(self.root / task)
+
+    def files(self, task: str) -> list[Path]:
+        """Checkpoint files of ``task``, newest first."""
+        d = self.root / task
+        if not d.is_dir():
+            return []
+        return sorted(d.glob("ckpt-*.edgedmodel"), reverse=True)
+
+    def tasks(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def _mac(self, header_wo_mac: bytes, payload: bytes) -> str:
+        return hmac.new(self.key, MAGIC + header_wo_mac + b"\n" + payload, hashlib.sha256).hexdigest()
+
+    def save(self, task: str, model: Any, meta: dict[str, Any]) -> Path:
+        """Write a new checkpoint of ``model`` with ``meta`` in its header; prune old ones."""
+        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        files = self.files(task)
+        number = int(files[0].name[5:13]) + 1 if files else 1
+        header = dict(meta, task=task, created=time.time(), payload_bytes=len(payload),
+                      payload_sha256=hashlib.sha256(payload).hexdigest(), number=number)
+        body = _canonical(header)
+        header["hmac"] = self._mac(body, payload)
+        path = self._dir(task) / f"ckpt-{number:08d}.edgedmodel"
+        atomic_write(path, MAGIC + _canonical(header) + b"\n" + payload)
+        for old in self.files(task)[self.keep:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return path
+
+    def read_header(self, path: Path) -> tuple[dict[str, Any], bytes]:
+        """Header and payload of a checkpoint whose integrity and HMAC verify; raises StateError."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if not data.startswith(MAGIC):
+            raise StateError(f"{path}: not an edged checkpoint (bad magic)")
+        nl = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
+        if nl < 0:
+            raise StateError(f"{path}: truncated or oversized header")
+        try:
+            header = json.loads(data[len(MAGIC):nl])
+        except (ValueError, UnicodeDecodeError):
+            raise StateError(f"{path}: header is not valid JSON") from None
+        if not isinstance(header, dict) or not isinstance(header.get("hmac"), str):
+            raise StateError(f"{path}: unsigned checkpoint (no hmac in header); refusing it")
+        payload = data[nl + 1:]
+        mac = header.pop("hmac")
+        if header.get("payload_bytes") != len(payload):
+            raise StateError(f"{path}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
+                             "(truncated?)")
+        if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+            raise StateError(f"{path}: payload checksum mismatch (corrupted)")
+        if not hmac.compare_digest(self._mac(_canonical(header), payload), mac):
+            raise StateError(f"{path}: HMAC does not verify (tampered, or signed with another key); refusing it")
+        header["hmac"] = mac
+        return header, payload
+
+    def load(self, path: Path) -> tuple[dict[str, Any], Any]:
+        """Verify then unpickle one checkpoint."""
+        header, payload = self.read_header(path)
+        try:
+            model = _ModelUnpickler(io.BytesIO(payload)).load()
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not loadable
+            raise StateError(f"{path}: verified but cannot be loaded with this software: {exc}") from None
+        return header, model
+
+    def load_latest(self, task: str, fingerprint: str) -> tuple[Checkpoint | None, Any, list[str]]:
+        """Newest checkpoint of ``task`` that verifies and matches ``fingerprint``.
+
+        Returns (checkpoint or None, model or None, problems met on the way)."""
+        problems: list[str] = []
+        for path in self.files(task):
+            try:
+                header, model = self.load(path)
+            except StateError as exc:
+                problems.append(str(exc))
+                continue
+            if header.get("fingerprint") != fingerprint:
+                problems.append(f"{path}: trained on a different feature layout (config changed); not used")
+                continue
+            return Checkpoint(path, header), model, problems
+        return None, None, problems
+
+
+class SeqStore:
+    """Per-task ``seq`` counters that never repeat, also across crashes.
+
+    The file holds, per task, a value no lower than any seq handed out: on a clean stop the
+    exact next value, while running a reservation ``reserve`` ahead (written each time the
+    counter reaches it). After a crash seq therefore jumps ahead (a visible gap) but never
+    repeats. ``path=None`` keeps the counters in memory only (replay)."""
+
+    def __init__(self, path: Path | None, reserve: int = 1000) -> None:
+        self.path = path
+        self.reserve = reserve
+        self._next: dict[str, int] = {}
+        self._reserved: dict[str, int] = {}
+        if path is not None and path.exists():
+            try:
+                raw = json.loads(path.read_text())
+                nxt = raw["next"]
+                if not isinstance(nxt, dict) or not all(isinstance(v, int) and v >= 0 for v in nxt.values()):
+                    raise ValueError("bad counters")
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                raise StateError(f"{path}: unreadable seq counters ({exc}); move it aside to start from 0 "
+                                 "(subscribers will see seq restart)") from None
+            self._next = {str(k): int(v) for k, v in nxt.items()}
+            self._reserved = dict(self._next)
+
+    def next(self, task: str) -> int:
+        n = self._next.get(task, 0)
+        self._next[task] = n + 1
+        if self.path is not None and n + 1 > self._reserved.get(task, 0):
+            self._reserved[task] = n + 1 + self.reserve
+            self._write(self._reserved)
+        return n
+
+    def peek(self, task: str) -> int:
+        return self._next.get(task, 0)
+
+    def _write(self, values: dict[str, int]) -> None:
+        assert self.path is not None
+        merged = dict(self._reserved)
+        merged.update(values)
+        atomic_write(self.path, _canonical({"next": merged}))
+
+    def close(self) -> None:
+        """Record the exact next values (clean stop)."""
+        if self.path is not None:
+            self._reserved = dict(self._next)
+            self._write(self._next)

@@ -1,0 +1,212 @@
+"""One task's pipeline: windows -> features -> predict (and anomaly score) -> learn from labels.
+
+Test-then-train: every window is predicted when it is complete; the prediction is kept with
+the window for ``horizon_s`` seconds, and when a label for that window arrives (at once for a
+replayed file, later over MQTT) the kept prediction is scored against it and only then is the
+label learned. A window is learned at most once.
+
+Label matching (wall-clock Unix seconds, the same ``ts`` that predictions carry):
+
+* a range label ``[from, to]`` labels every window whose last sample lies in the range (the
+  recorded-file rule: a window's label is the label of its last sample);
+* a point label ``ts`` labels the window(s) containing ``ts``;
+* a label reaching beyond the newest window stays open and labels windows as they complete,
+  until they pass its end (or it expires after ``horizon_s``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.evaluation import Prequential
+from pipelines.features import FeatureExtractor
+from pipelines.learners import TaskModel
+from pipelines.windowing import Windower
+
+MAX_OPEN_LABELS = 64
+
+
+@dataclass(slots=True)
+class Record:
+    """A predicted window waiting for its label."""
+
+    t_end: float  # stream time of the last sample (for expiry)
+    ts_start: float  # wall clock
+    ts_end: float
+    x: np.ndarray  # feature vector (NaN = feature absent)
+    pred: str | None
+    learned: bool = False
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What one window produced, before it becomes a payload."""
+
+    ts: float
+    ts_start: float
+    label: str | None
+    scores: dict[str, float]
+    anomaly: tuple[float, bool] | None
+    version: int
+    n_learned: int
+
+
+@dataclass(slots=True)
+class _OpenLabel:
+    label: str
+    lo: float
+    hi: float
+    point: bool
+    t_added: float
+
+
+@dataclass
+class LabelStats:
+    """What became of labels: windows learned and the reasons labels were not used."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class TaskPipeline:
+    """Windows, features and the model of one task."""
+
+    def __init__(self, name: str, model: TaskModel, extractor: FeatureExtractor, windower: Windower,
+                 context: Sequence[str] = (), horizon_s: float = 600.0) -> None:
+        self.name = name
+        self.model = model
+        self.extractor = extractor
+        self.windower = windower
+        self.channels = extractor.channels
+        self.context = tuple(context)
+        if windower.rows != len(self.channels) + len(self.context):
+            raise ValueError("the windower needs a row per channel and per context channel")
+        self.horizon_s = horizon_s
+        self.names: tuple[str, ...] = extractor.names + tuple(f"ctx.{c}" for c in self.context)
+        self._vec = np.zeros(len(self.names))
+        self._bindings: dict[tuple[str, ...], list[int] | None] = {}
+        self.pending: deque[Record] = deque()
+        self.open_labels: deque[_OpenLabel] = deque()
+        self.labels = LabelStats()
+        self.vocab: list[str] = []
+        self._codes: dict[str, int] = {}
+        self.segment_eval: Prequential | None = None  # extra evaluation (e.g. per replayed file)
+        self.windows = 0
+
+    def bind(self, channels: tuple[str, ...]) -> list[int] | None:
+        """Columns of a block with ``channels`` that feed this task's rows (context channels the
+        block lacks become -1: their latest value from elsewhere is used); ``None`` when the
+        block does not carry the windowed channels."""
+        cols = self._bindings.get(channels)
+        if cols is None and channels not in self._bindings:
+            index = {c: i for i, c in enumerate(channels)}
+            if all(c in index for c in self.channels):
+                cols = [index[c] for c in self.channels] + [index.get(c, -1) for c in self.context]
+            self._bindings[channels] = cols
+        return cols
+
+    # -- label codes for labels that travel with the samples (replay) --------------------------
+    def code(self, label: str) -> int:
+        """Integer code of a class name (stable within this pipeline)."""
+        c = self._codes.get(label)
+        if c is None:
+            c = self._codes[label] = len(self.vocab)
+            self.vocab.append(label)
+        return c
+
+    def _features(self, data: np.ndarray, latest: dict[str, float]) -> dict[str, float]:
+        n_ch = len(self.channels)
+        k = len(self.extractor.names)
+        self._vec[:k] = self.extractor.compute(data[:n_ch])
+        for i, name in enumerate(self.context):
+            v = float(data[n_ch + i, -1])
+            self._vec[k + i] = v if math.isfinite(v) else latest.get(name, math.nan)
+        return self._as_dict(self._vec)
+
+    def _as_dict(self, vec: np.ndarray) -> dict[str, float]:
+        return {n: v for n, v in zip(self.names, vec.tolist(), strict=True) if v == v}  # v == v drops NaN
+
+    def process(self, t: np.ndarray, x: np.ndarray, cols: list[int], label_codes: np.ndarray | None,
+                wall: Callable[[float], float], latest: dict[str, float]) -> list[Prediction]:
+        """Feed one block (already sanitised; ``cols`` from :meth:`bind`); returns a prediction
+        per completed window."""
+        out: list[Prediction] = []
+        model = self.model
+        for win in self.windower.push(t, x, cols, label_codes):
+            self.windows += 1
+            feats = self._features(win.data, latest)
+            label, scores = model.predict(feats)
+            anomaly = model.score(feats) if model.detector is not None else None
+            ts_end = wall(win.t_end)
+            rec = Record(win.t_end, wall(win.t_start), ts_end, self._vec.copy(), label)
+            out.append(Prediction(ts_end, rec.ts_start, label, scores, anomaly, model.version, model.n_learned))
+            if win.label >= 0:
+                self._learn(rec, self.vocab[win.label], feats)
+            else:
+                self._apply_open_labels(rec, feats)
+            self.pending.append(rec)  # learned or not: kept so that a repeated label is seen as one
+            self._expire(win.t_end)
+        return out
+
+    # -- labels -----------------------------------------------------------------------------------
+    def _learn(self, rec: Record, label: str, feats: dict[str, float] | None = None) -> None:
+        self.model.learn(feats if feats is not None else self._as_dict(rec.x), label, rec.pred)
+        if self.segment_eval is not None:
+            self.segment_eval.update(label, rec.pred)
+        rec.learned = True
+        self.labels.counts["windows_learned"] += 1
+
+    def _apply_open_labels(self, rec: Record, feats: dict[str, float]) -> None:
+        for ol in self.open_labels:
+            hit = (ol.lo >= rec.ts_start and ol.lo <= rec.ts_end) if ol.point else (ol.lo <= rec.ts_end <= ol.hi)
+            if hit:
+                self._learn(rec, ol.label, feats)
+                return
+
+    def _expire(self, t_now: float) -> None:
+        limit = t_now - self.horizon_s
+        while self.pending and self.pending[0].t_end < limit:
+            rec = self.pending.popleft()
+            if not rec.learned:
+                self.labels.counts["windows_expired_unlabelled"] += 1
+        newest = self.pending[-1].ts_end if self.pending else -math.inf
+        while self.open_labels and (
+            self.open_labels[0].t_added < limit or (not self.open_labels[0].point and self.open_labels[0].hi < newest)
+        ):
+            self.open_labels.popleft()
+
+    def apply_label(self, label: str, lo: float, hi: float, point: bool, t_now: float) -> str:
+        """Apply a label (wall-clock range ``[lo, hi]`` or point ``lo``); returns the outcome:
+        ``applied``, ``open`` (waiting for its windows), ``duplicate`` (windows already learned),
+        ``too_late`` (older than the kept windows) or ``unmatched``."""
+        matched = learned_now = 0
+        for rec in self.pending:
+            hit = (rec.ts_start <= lo <= rec.ts_end) if point else (lo <= rec.ts_end <= hi)
+            if hit:
+                matched += 1
+                if not rec.learned:
+                    self._learn(rec, label)
+                    learned_now += 1
+        newest_end = self.pending[-1].ts_end if self.pending else -math.inf
+        reaches_future = (lo > newest_end) if point else (hi > newest_end)
+        if reaches_future:
+            if len(self.open_labels) >= MAX_OPEN_LABELS:
+                self.open_labels.popleft()
+                self.labels.counts["open_labels_dropped"] += 1
+            self.open_labels.append(_OpenLabel(label, lo, hi, point, t_now))
+        if learned_now:
+            outcome = "applied"
+        elif reaches_future:
+            outcome = "open"
+        elif matched:
+            outcome = "duplicate"
+        elif self.pending and hi < self.pending[0].ts_start:
+            outcome = "too_late"
+        else:
+            outcome = "unmatched"
+        self.labels.counts[f"labels_{outcome}"] += 1
+        return outcome

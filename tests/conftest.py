@@ -1,0 +1,254 @@
+"""Shared fixtures: a real mosquitto per test, config files, the service as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Every test starts from structlog's defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def jit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One numba cache for every service subprocess of the session (compile once)."""
+    return tmp_path_factory.mktemp("numba-cache")
+
+
+# -- mosquitto -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Broker:
+    """A mosquitto process owned by one test."""
+
+    conf: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "ab"))  # noqa: SIM115
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _mosquitto_or_skip() -> str:
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if exe is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("mosquitto is not installed, and under CI=true a missing broker is a failure")
+        pytest.skip("mosquitto is not installed (apt install mosquitto); broker tests need a real broker")
+    return exe
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A plain mosquitto on a free loopback port, with a config this test wrote."""
+    exe = _mosquitto_or_skip()
+    os.environ["PATH"] = f"{Path(exe).parent}:{os.environ.get('PATH', '')}"
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stderr\nlog_type error\nlog_type warning\n")
+    b = Broker(conf, port, tmp_path / "mosquitto.log")
+    b.start()
+    yield b
+    b.stop()
+
+
+# -- an MQTT subscriber that records everything -----------------------------------------------------
+@dataclass
+class Recorder:
+    """Subscribes to ``edged/#`` and keeps every message (decoded JSON)."""
+
+    port: int
+    messages: list[tuple[str, Any, bool]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{os.getpid()}-{id(self)}")
+        self.client.on_message = self._on_message
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_connect = lambda c, *a: c.subscribe("edged/#", qos=1)
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        assert ready.wait(10), "recorder did not subscribe"
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if "/label/" in msg.topic:
+            return  # our own label publications (some deliberately malformed)
+        with self.lock:
+            self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
+
+    def topic(self, suffix: str) -> list[Any]:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def wait_for(self, pred: Any, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                snapshot = list(self.messages)
+            if pred(snapshot):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def publish(self, topic: str, payload: bytes | str) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def recorder(broker: Broker) -> Iterator[Recorder]:
+    r = Recorder(broker.port)
+    yield r
+    r.close()
+
+
+# -- configs and the service process -----------------------------------------------------------------
+def sim_config(tmp_path: Path, port: int, **over: Any) -> Path:
+    """A small, fast simulated config for tests; ``over`` replaces top-level TOML snippets."""
+    sections = {
+        "device": 'id = "test-gw"',
+        "mqtt": f'host = "127.0.0.1"\nport = {port}\nreconnect_min_s = 1\nreconnect_max_s = 2',
+        "state": 'dir = "state"\ncheckpoint_interval_s = 3',
+        "log": 'level = "info"\nformat = "json"',
+        "summary": "interval_s = 2",
+        "simulator": "seed = 3\nlabel_every_s = 1\nstate_min_s = 3\nstate_max_s = 5",
+    }
+    sections.update(over)
+    body = "\n".join(f"[{k}]\n{v}\n" for k, v in sections.items() if v is not None)
+    body += """
+[sensors.imu]
+driver = "sim_imu"
+rate_hz = 500
+
+[sensors.env]
+driver = "sim_env"
+rate_hz = 2
+
+[tasks.activity]
+channels = ["ax", "ay", "az", "gx", "gy", "gz"]
+window = 128
+hop = 64
+bands_hz = [0.5, 5, 15, 30, 60, 120, 250]
+classes = ["off", "idle", "running"]
+
+[tasks.maintenance]
+channels = ["ax", "ay", "az"]
+context = ["temperature"]
+window = 256
+hop = 128
+bands_hz = [5, 20, 40, 60, 100, 200, 250]
+
+[tasks.maintenance.anomaly]
+model = "half_space_trees"
+warmup = 20
+"""
+    path = tmp_path / "edged.toml"
+    path.write_text(body)
+    return path
+
+
+@dataclass
+class Service:
+    """``python -m edged run`` as a child process."""
+
+    config: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> None:
+        assert self.log_path is not None
+        self.proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),  # noqa: SIM115
+                                     env=self.env, cwd=REPO)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def logs(self) -> list[dict[str, Any]]:
+        assert self.log_path is not None
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "unparsed", "line": line})
+        return out
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path, jit_cache: Path) -> Iterator[Any]:
+    made: list[Service] = []
+
+    def make(config: Path) -> Service:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(jit_cache), PYTHONPATH=str(REPO))
+        s = Service(config, env, log_path=tmp_path / f"service-{len(made)}.log")
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.kill()
