@@ -54,7 +54,8 @@ def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
 def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
     from pipelines.learners import TaskModel
 
-    return TaskModel(name, tcfg.classifier, tcfg.anomaly, recent=tcfg.recent, fingerprint=fingerprint(tcfg, rate_hz))
+    return TaskModel(name, tcfg.classifier, tcfg.anomaly, recent=tcfg.recent, fingerprint=fingerprint(tcfg, rate_hz),
+                     lifecycle=tcfg.lifecycle)
 
 
 def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,7 +92,9 @@ def checkpoint_meta(model: Any) -> dict[str, Any]:
         "n_learned": model.n_learned, "n_scored": model.n_scored, "n_alarms": model.n_alarms,
         "fingerprint": model.fingerprint, "size_bytes": model.size_bytes(),
         "class_counts": dict(sorted(model.label_counts.items())), "metrics": ev,
-        "events": list(getattr(model, "events", [])),
+        "events": list(model.events), "max_version": model.max_version,
+        "reliance": model.reliance(), "challenger": model.challenger_report(),
+        "lifecycle": model.lifecycle.model_dump(),
     }
 
 
@@ -120,11 +123,12 @@ def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[
             if store.files(name):
                 log.warning("model_not_restored", task=name, note="starting a new model; old files are kept")
             continue
+        model.lifecycle = t.lifecycle  # policy follows the config; what was learned stays
         if unclean:
             # The checkpoint is older than what ran before the crash: the same (version, n_learned)
             # may already have been published by a model that was lost. A new version keeps
             # every prediction traceable to exactly one model state.
-            model.parent, model.version = model.version, model.version + 1
+            model.new_version("recovery", cause="unclean stop")
         log.info("model_restored", task=name, version=model.version, n_learned=model.n_learned,
                  path=str(ckpt.path) if ckpt else None, after_unclean_stop=unclean)
         models[name] = model

@@ -77,12 +77,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str]]:
-    from edged.state import ModelStore, StateError, load_key
+    from edged.state import StateError
 
-    state_dir = Path(cfg.state.dir)
-    if not state_dir.is_dir():
-        raise StateError(f"no state directory at {state_dir} (has the service run yet?)")
-    store = ModelStore(state_dir, load_key(state_dir, cfg.state.key_file, create=False))
+    store = _store(cfg)
     names = [task] if task else sorted(set(store.tasks()) | set(cfg.tasks))
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -90,7 +87,7 @@ def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str
         for path in store.files(name):
             try:
                 header, _ = store.read_header(path)
-            except StateError as exc:
+            except StateError as exc:  # shown, then the previous file is tried
                 problems.append(str(exc))
                 continue
             header["path"] = str(path)
@@ -122,12 +119,178 @@ def cmd_model_show(args: argparse.Namespace) -> int:
               f"kappa {m.get('kappa', 0):.3f}  (recent {rec.get('n', 0)}: accuracy {rec.get('accuracy', 0):.4f})")
         counts = ", ".join(f"{k}={v}" for k, v in h.get("class_counts", {}).items()) or "none yet"
         print(f"  classes learned: {counts}")
+        rel = h.get("reliance") or {}
+        what = {"split_counts": "splits per feature", "mean_abs_weight": "mean |weight| per feature"}
+        if rel.get("features"):
+            feats = ", ".join(f"{k} {v}" for k, v in rel["features"].items())
+            print(f"  relies on ({what.get(rel.get('kind'), rel.get('kind'))}): {feats}")
+        elif rel.get("kind") == "split_counts":
+            print("  relies on: no split yet (one leaf; it predicts from every feature's class statistics)")
+        else:
+            print(f"  relies on: {rel.get('note', 'unknown')}")
+        ch = h.get("challenger")
+        if ch:
+            print(f"  challenger {ch['model']}: {ch['windows']} windows, accuracy {ch['challenger_accuracy']:.4f} "
+                  f"vs champion {ch['champion_accuracy']:.4f}")
         events = h.get("events") or []
-        print(f"  drift events: {len([e for e in events if e.get('kind') == 'drift'])}")
+        drifts = [e for e in events if e.get("kind") == "drift"]
+        last = f" (last at n_learned {drifts[-1].get('n_learned')})" if drifts else ""
+        print(f"  drift events: {len(drifts)}{last}")
         print(f"  checkpoint: {h['path']}  sha256 {h.get('payload_sha256', '')[:16]}...  "
               f"saved {_iso(h.get('created'))}")
         if not h.get("configured"):
             print("  (this task is no longer in the config)")
+    return 0
+
+
+def _store(cfg: Config, create_key: bool = False) -> Any:
+    from edged.state import ModelStore, StateError, ensure_dir, load_key
+
+    state_dir = Path(cfg.state.dir)
+    if create_key:
+        ensure_dir(state_dir)
+    if not state_dir.is_dir():
+        raise StateError(f"no state directory at {state_dir} (has the service run yet?)")
+    return ModelStore(state_dir, load_key(state_dir, cfg.state.key_file, create=create_key), keep=cfg.state.keep)
+
+
+def cmd_model_history(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(cfg, "warning")
+    store = _store(cfg)
+    names = [args.task] if args.task else sorted(set(store.tasks()) | set(cfg.tasks))
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in names:
+        hist, probs = store.history(name)
+        problems += probs
+        out[name] = [dict(c.header, path=str(c.path)) for c in hist]
+    if args.json:
+        print(json.dumps({"tasks": out, "problems": problems}, separators=(",", ":")))
+        return 0
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    for name, rows in out.items():
+        print(f"{name}:")
+        if not rows:
+            print("  no checkpoints")
+        print(f"  {'version':>7} {'parent':>6}  {'how':<16}{'saved':<22}{'learned':>8}{'accuracy':>10}{'drifts':>7}")
+        for h in rows:
+            events = h.get("events") or []
+            origin = next((e for e in reversed(events) if e.get("version") == h["version"]
+                           and e.get("kind") in ("promotion", "rollback", "import", "reset", "recovery")), None)
+            how = origin["kind"] if origin else ("new" if h.get("parent") is None else "?")
+            drifts = sum(1 for e in events if e.get("kind") == "drift")
+            acc = h.get("metrics", {}).get("accuracy", 0.0)
+            print(f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{_iso(h.get('created')):<22}"
+                  f"{h.get('n_learned', 0):>8}{acc:>10.4f}{drifts:>7}")
+    return 0
+
+
+def _locked(cfg: Config) -> Any:
+    from edged.app import StateLock
+    from edged.state import StateError
+
+    try:
+        return StateLock(Path(cfg.state.dir))
+    except StateError:
+        raise StateError("the service is running on this state directory; stop it first "
+                         "(systemctl stop edged), then run this command again") from None
+
+
+def _save_cli(store: Any, task: str, model: Any) -> Path:
+    from edged.app import checkpoint_meta
+
+    return store.save(task, model, checkpoint_meta(model))
+
+
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(cfg, "warning")
+    store = _store(cfg)
+    lock = _locked(cfg)
+    header, model = store.load(store.find_version(args.task, args.version))
+    from edged.app import fingerprint, task_rate
+    from edged.state import StateError
+
+    if args.task in cfg.tasks and header.get("fingerprint") != fingerprint(cfg.tasks[args.task],
+                                                                           task_rate(cfg, cfg.tasks[args.task])):
+        raise StateError(f"version {args.version} of {args.task!r} was trained on another feature layout than "
+                         "the current config; the service would not load it")
+    current = store.max_version(args.task)
+    newest = store.version_of(store.files(args.task)[0])
+    model.max_version = max(model.max_version, current)
+    model.new_version("rollback", to=args.version, replaced=newest)
+    path = _save_cli(store, args.task, model)
+    del lock
+    print(f"{args.task}: version {model.version} is version {args.version} again (replacing {newest}); "
+          f"the service loads it at its next start\n  {path}")
+    return 0
+
+
+def _transfer_key(path: str) -> bytes:
+    from edged.state import StateError
+
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise StateError(f"cannot read transfer key {path}: {exc.strerror or exc}") from None
+    if len(key) < 16:
+        raise StateError(f"transfer key {path} is too short ({len(key)} bytes, need >= 16)")
+    return key
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from edged.state import atomic_write, encode_checkpoint
+
+    cfg = _load(args.config)
+    _setup_logging(cfg, "warning")
+    store = _store(cfg)
+    path = store.find_version(args.task, args.version) if args.version else (store.files(args.task) or [None])[0]
+    if path is None:
+        from edged.state import StateError
+
+        raise StateError(f"task {args.task!r} has no checkpoint to export")
+    header, payload = store.read_header(path)
+    header["exported"] = {"device": cfg.device.id, "version": header.get("version"), "at": round(_time.time(), 3)}
+    atomic_write(Path(args.out), encode_checkpoint(header, payload, _transfer_key(args.key_file)))
+    print(f"{args.task} version {header.get('version')} ({header.get('n_learned')} windows learned) -> {args.out}, "
+          "signed with the transfer key")
+    return 0
+
+
+def cmd_model_import(args: argparse.Namespace) -> int:
+    from edged.app import fingerprint, task_rate
+    from edged.state import StateError, decode_checkpoint, unpickle_model
+
+    cfg = _load(args.config)
+    _setup_logging(cfg, "warning")
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise StateError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    header, payload = decode_checkpoint(data, _transfer_key(args.key_file), args.file)
+    task = args.task or str(header.get("task"))
+    if task not in cfg.tasks:
+        raise StateError(f"{args.file}: task {task!r} is not configured here (tasks: {', '.join(cfg.tasks)})")
+    want = fingerprint(cfg.tasks[task], task_rate(cfg, cfg.tasks[task]))
+    if header.get("fingerprint") != want:
+        raise StateError(f"{args.file}: the model was trained on another feature layout than task {task!r} "
+                         "here (channels, window, features or rate differ); refusing it")
+    store = _store(cfg, create_key=True)
+    lock = _locked(cfg)
+    model = unpickle_model(payload, args.file)
+    model.task = task
+    model.max_version = max(model.max_version, store.max_version(task))
+    source = header.get("exported", {})
+    model.new_version("import", source_device=source.get("device"), source_version=source.get("version"))
+    model.parent = None  # lineage here starts at the import; the source is in the event
+    path = _save_cli(store, task, model)
+    del lock
+    print(f"{task}: imported as version {model.version} ({model.n_learned} windows learned); "
+          f"the service loads it at its next start\n  {path}")
     return 0
 
 
@@ -165,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="only this task")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model_show)
+    p = msub.add_parser("history", parents=[common], help="kept versions per task with their lineage")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_model_history)
+    p = msub.add_parser("rollback", parents=[common], help="make an earlier version current again (service stopped)")
+    p.add_argument("--task", required=True)
+    p.add_argument("version", type=int, metavar="VERSION")
+    p.set_defaults(func=cmd_model_rollback)
+    p = msub.add_parser("export", parents=[common], help="write a model for another gateway, signed with a transfer key")
+    p.add_argument("--task", required=True)
+    p.add_argument("--version", type=int, help="default: the newest")
+    p.add_argument("--key-file", required=True, help="transfer key (>= 16 bytes) shared with the importing gateway")
+    p.add_argument("out", metavar="OUT")
+    p.set_defaults(func=cmd_model_export)
+    p = msub.add_parser("import", parents=[common], help="take a model exported by another gateway (service stopped)")
+    p.add_argument("--key-file", required=True, help="the transfer key the model was exported with")
+    p.add_argument("--task", help="task to import into (default: the exported task)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_model_import)
     return parser
 
 

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError
 import drivers
 from drivers.base import StrictModel
 from drivers.simulator import SimulatorConfig
-from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams
+from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
@@ -85,6 +85,7 @@ class TaskConfig(StrictModel):
     classes: list[str] = []  # allowed class names; empty = any
     label_horizon_s: float = Field(600.0, gt=0)
     recent: int = Field(200, ge=10)  # windows in the "recent" metrics
+    lifecycle: LifecycleParams = LifecycleParams()
 
 
 class Config(StrictModel):

@@ -170,7 +170,18 @@ class Engine:
             for pred in task.process(block.t, x, cols, codes, self.wall, self.latest):
                 self._emit(name, task, pred)
                 emitted += 1
+            self._model_events(name, task)
         return emitted
+
+    def _model_events(self, name: str, task: TaskPipeline) -> None:
+        """Drift and version changes of a task's model become alerts."""
+        for ev in task.model.pop_events():
+            kind = "drift" if ev["kind"] == "drift" else "model"
+            if ev["kind"] == "challenger_started":
+                log.info("challenger_started", task=name, **{k: v for k, v in ev.items() if k != "kind"})
+                continue
+            (log.warning if kind == "drift" else log.info)("model_event", task=name, **ev)
+            self.alert(kind, task=name, event=ev)
 
     def _label_codes(self, task: TaskPipeline, block: Block) -> np.ndarray | None:
         if not block.labels or task.name not in block.labels:
@@ -233,6 +244,7 @@ class Engine:
         if not point and hi - lo > task.horizon_s * 10:
             return self._reject(task_name, origin, f"range of {hi - lo:.0f} s is longer than 10x the label horizon")
         outcome = task.apply_label(label, lo, hi, point, now)
+        self._model_events(task_name, task)
         self.counters[f"labels.{outcome}"] += 1
         self._tasks[task_name]["labels"] += 1
         return outcome

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -132,8 +133,61 @@ class Checkpoint:
     header: dict[str, Any]
 
 
+def _mac(key: bytes, header_wo_mac: bytes, payload: bytes) -> str:
+    return hmac.new(key, MAGIC + header_wo_mac + b"\n" + payload, hashlib.sha256).hexdigest()
+
+
+def encode_checkpoint(header: dict[str, Any], payload: bytes, key: bytes) -> bytes:
+    """Signed checkpoint bytes for ``header`` (completed with size and checksum) and ``payload``."""
+    header = dict(header, payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
+    header.pop("hmac", None)
+    header["hmac"] = _mac(key, _canonical(header), payload)
+    return MAGIC + _canonical(header) + b"\n" + payload
+
+
+def decode_checkpoint(data: bytes, key: bytes, source: str) -> tuple[dict[str, Any], bytes]:
+    """Header and payload of checkpoint bytes whose integrity and HMAC verify; raises StateError."""
+    if not data.startswith(MAGIC):
+        raise StateError(f"{source}: not an edged checkpoint (bad magic)")
+    nl = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
+    if nl < 0:
+        raise StateError(f"{source}: truncated or oversized header")
+    try:
+        header = json.loads(data[len(MAGIC):nl])
+    except (ValueError, UnicodeDecodeError):
+        raise StateError(f"{source}: header is not valid JSON") from None
+    if not isinstance(header, dict) or not isinstance(header.get("hmac"), str):
+        raise StateError(f"{source}: unsigned checkpoint (no hmac in header); refusing it")
+    payload = data[nl + 1:]
+    mac = header.pop("hmac")
+    if header.get("payload_bytes") != len(payload):
+        raise StateError(f"{source}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
+                         "(truncated?)")
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise StateError(f"{source}: payload checksum mismatch (corrupted)")
+    if not hmac.compare_digest(_mac(key, _canonical(header), payload), mac):
+        raise StateError(f"{source}: HMAC does not verify (tampered, or signed with another key); refusing it")
+    header["hmac"] = mac
+    return header, payload
+
+
+def unpickle_model(payload: bytes, source: str) -> Any:
+    """Unpickle a verified payload through the restricted unpickler."""
+    try:
+        return _ModelUnpickler(io.BytesIO(payload)).load()
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not loadable
+        raise StateError(f"{source}: verified but cannot be loaded with this software: {exc}") from None
+
+
+_NAME = re.compile(r"^ckpt-(\d{8})-v(\d{1,9})\.edgedmodel$")
+
+
 class ModelStore:
-    """Checkpoints of every task under ``<state dir>/models/<task>/``."""
+    """Checkpoints of every task under ``<state dir>/models/<task>/``.
+
+    Files are ``ckpt-<save number>-v<version>.edgedmodel``. After each save the store keeps the
+    two newest files (so a damaged newest file falls back to the save before it) and the newest
+    file of each of the ``keep`` newest versions (the history that rollback can return to)."""
 
     def __init__(self, state_dir: Path, key: bytes, keep: int = 5) -> None:
         self.root = ensure_dir(state_dir / "models")
@@ -148,29 +202,45 @@ class ModelStore:
         d = self.root / task
         if not d.is_dir():
             return []
-        return sorted(d.glob("ckpt-*.edgedmodel"), reverse=True)
+        return sorted((p for p in d.iterdir() if _NAME.match(p.name)), reverse=True)
+
+    @staticmethod
+    def version_of(path: Path) -> int:
+        m = _NAME.match(path.name)
+        return int(m.group(2)) if m else 0
+
+    def max_version(self, task: str) -> int:
+        return max((self.version_of(p) for p in self.files(task)), default=0)
 
     def tasks(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-
-    def _mac(self, header_wo_mac: bytes, payload: bytes) -> str:
-        return hmac.new(self.key, MAGIC + header_wo_mac + b"\n" + payload, hashlib.sha256).hexdigest()
 
     def save(self, task: str, model: Any, meta: dict[str, Any]) -> Path:
         """Write a new checkpoint of ``model`` with ``meta`` in its header; prune old ones."""
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         files = self.files(task)
-        number = int(files[0].name[5:13]) + 1 if files else 1
-        header = dict(meta, task=task, created=time.time(), payload_bytes=len(payload),
-                      payload_sha256=hashlib.sha256(payload).hexdigest(), number=number)
-        body = _canonical(header)
-        header["hmac"] = self._mac(body, payload)
-        path = self._dir(task) / f"ckpt-{number:08d}.edgedmodel"
-        atomic_write(path, MAGIC + _canonical(header) + b"\n" + payload)
-        for old in self.files(task)[self.keep:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
+        number = int(_NAME.match(files[0].name).group(1)) + 1 if files else 1  # type: ignore[union-attr]
+        version = int(meta.get("version", getattr(model, "version", 0)))
+        header = dict(meta, task=task, created=time.time(), number=number, version=version)
+        path = self._dir(task) / f"ckpt-{number:08d}-v{version}.edgedmodel"
+        atomic_write(path, encode_checkpoint(header, payload, self.key))
+        self._prune(task)
         return path
+
+    def _prune(self, task: str) -> None:
+        files = self.files(task)
+        keep = set(files[:2])
+        seen: list[int] = []
+        for p in files:
+            v = self.version_of(p)
+            if v not in seen:
+                seen.append(v)
+                if len(seen) <= self.keep:
+                    keep.add(p)
+        for old in files:
+            if old not in keep:
+                with contextlib.suppress(OSError):
+                    old.unlink()
 
     def read_header(self, path: Path) -> tuple[dict[str, Any], bytes]:
         """Header and payload of a checkpoint whose integrity and HMAC verify; raises StateError."""
@@ -178,37 +248,36 @@ class ModelStore:
             data = path.read_bytes()
         except OSError as exc:
             raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        if not data.startswith(MAGIC):
-            raise StateError(f"{path}: not an edged checkpoint (bad magic)")
-        nl = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
-        if nl < 0:
-            raise StateError(f"{path}: truncated or oversized header")
-        try:
-            header = json.loads(data[len(MAGIC):nl])
-        except (ValueError, UnicodeDecodeError):
-            raise StateError(f"{path}: header is not valid JSON") from None
-        if not isinstance(header, dict) or not isinstance(header.get("hmac"), str):
-            raise StateError(f"{path}: unsigned checkpoint (no hmac in header); refusing it")
-        payload = data[nl + 1:]
-        mac = header.pop("hmac")
-        if header.get("payload_bytes") != len(payload):
-            raise StateError(f"{path}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
-                             "(truncated?)")
-        if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
-            raise StateError(f"{path}: payload checksum mismatch (corrupted)")
-        if not hmac.compare_digest(self._mac(_canonical(header), payload), mac):
-            raise StateError(f"{path}: HMAC does not verify (tampered, or signed with another key); refusing it")
-        header["hmac"] = mac
-        return header, payload
+        return decode_checkpoint(data, self.key, str(path))
 
     def load(self, path: Path) -> tuple[dict[str, Any], Any]:
         """Verify then unpickle one checkpoint."""
         header, payload = self.read_header(path)
-        try:
-            model = _ModelUnpickler(io.BytesIO(payload)).load()
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not loadable
-            raise StateError(f"{path}: verified but cannot be loaded with this software: {exc}") from None
-        return header, model
+        return header, unpickle_model(payload, str(path))
+
+    def history(self, task: str) -> tuple[list[Checkpoint], list[str]]:
+        """Newest verified checkpoint of each kept version, newest version first."""
+        out: dict[int, Checkpoint] = {}
+        problems: list[str] = []
+        for p in self.files(task):
+            v = self.version_of(p)
+            if v in out:
+                continue
+            try:
+                header, _ = self.read_header(p)
+            except StateError as exc:
+                problems.append(str(exc))
+                continue
+            out[v] = Checkpoint(p, header)
+        return sorted(out.values(), key=lambda c: -int(c.header.get("number", 0))), problems
+
+    def find_version(self, task: str, version: int) -> Path:
+        """Newest file holding ``version`` of ``task``."""
+        for p in self.files(task):
+            if self.version_of(p) == version:
+                return p
+        kept = sorted({self.version_of(p) for p in self.files(task)})
+        raise StateError(f"task {task!r} has no checkpoint of version {version} (kept versions: {kept})")
 
     def load_latest(self, task: str, fingerprint: str) -> tuple[Checkpoint | None, Any, list[str]]:
         """Newest checkpoint of ``task`` that verifies and matches ``fingerprint``.

@@ -10,11 +10,11 @@ prequential evaluation.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from river import anomaly, forest, linear_model, naive_bayes, neighbors, optim, preprocessing, stats, tree
+from river import anomaly, drift, forest, linear_model, naive_bayes, neighbors, optim, preprocessing, stats, tree
 
 from pipelines.evaluation import Prequential
 
@@ -97,21 +97,25 @@ class HalfSpaceTreesParams(_Params):
 AnomalyParams = Annotated[HalfSpaceTreesParams, Field(discriminator="model")]
 
 _MB = 1024 * 1024
+MEMORY_CHECK_EVERY = 500
 
 
 def build_classifier(p: Any) -> Any:
     """River classifier for validated parameters ``p`` (one of the allow-listed models)."""
+    # river checks a tree's size every `memory_estimate_period` learned samples (default 1e6,
+    # which windows never reach): check often enough that max_size_mb is a real bound.
     if isinstance(p, HoeffdingAdaptiveTreeParams):
         return tree.HoeffdingAdaptiveTreeClassifier(
             grace_period=p.grace_period, delta=p.delta, max_depth=p.max_depth,
-            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb, seed=p.seed)
+            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb, seed=p.seed,
+            memory_estimate_period=MEMORY_CHECK_EVERY)
     if isinstance(p, HoeffdingTreeParams):
         return tree.HoeffdingTreeClassifier(
             grace_period=p.grace_period, delta=p.delta, max_depth=p.max_depth,
-            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb)
+            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb, memory_estimate_period=MEMORY_CHECK_EVERY)
     if isinstance(p, ARFParams):
         return forest.ARFClassifier(n_models=p.n_models, grace_period=p.grace_period, max_depth=p.max_depth,
-                                    max_size=p.max_size_mb, seed=p.seed)
+                                    max_size=p.max_size_mb, seed=p.seed, memory_estimate_period=MEMORY_CHECK_EVERY)
     if isinstance(p, LogisticParams):
         return preprocessing.StandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(p.lr), l2=p.l2)
     if isinstance(p, GaussianNBParams):
@@ -130,26 +134,79 @@ def build_detector(p: Any) -> Any:
     raise TypeError(f"not an allow-listed anomaly detector: {p!r}")
 
 
+class LifecycleParams(_Params):
+    """How a task's model may change: drift detection, its reaction, champion/challenger.
+
+    A challenger learns beside the champion on the same labelled windows (each predicted before
+    it is learned, like the champion). It replaces the champion only when its accuracy on the
+    last ``window`` windows they both saw beats the champion's by at least ``margin``, after at
+    least ``min_windows`` of them. With ``challenger`` set, a challenger of that model always
+    runs; otherwise one of the champion's kind starts fresh when drift is detected
+    (``reaction = "challenger"``)."""
+
+    drift_detector: Literal["adwin", "page_hinkley", "none"] = "adwin"
+    drift_delta: float = Field(0.002, gt=0, lt=1)  # ADWIN delta / Page-Hinkley delta
+    reaction: Literal["alert", "challenger", "reset"] = "challenger"
+    challenger: ClassifierParams | None = None
+    margin: float = Field(0.02, ge=0, lt=1)
+    min_windows: int = Field(100, ge=1)
+    window: int = Field(200, ge=10)
+    anomaly_drift: bool = True  # also watch the anomaly-score stream (alert + event only)
+
+
+def build_drift_detector(p: LifecycleParams, two_sided: bool = False) -> Any:
+    """A river.drift detector for ``p`` (``None`` when disabled). On the error stream only a
+    rise matters (Page-Hinkley ``mode="up"``; ADWIN's cuts are checked by direction)."""
+    if p.drift_detector == "adwin":
+        return drift.ADWIN(delta=p.drift_delta)
+    if p.drift_detector == "page_hinkley":
+        return drift.PageHinkley(delta=p.drift_delta, mode="both" if two_sided else "up")
+    return None
+
+
+MAX_EVENTS = 100
+
+
 class TaskModel:
-    """Everything one task has learned; pickled (behind an HMAC) into checkpoints."""
+    """Everything one task has learned; pickled (behind an HMAC) into checkpoints.
+
+    ``version`` names the deployed model: it changes on promotion, reset, rollback, import and
+    recovery after an unclean stop, never while the model just keeps learning (``n_learned``
+    says how far it got). ``events`` is the recent history (drift, promotions, ...);
+    ``pop_events()`` hands new ones to the service for alerts.
+    """
 
     def __init__(self, task: str, classifier: Any, detector: Any | None = None,
-                 recent: int = 200, fingerprint: str = "") -> None:
+                 recent: int = 200, fingerprint: str = "", lifecycle: LifecycleParams | None = None) -> None:
         self.task = task
         self.classifier_params = classifier
         self.detector_params = detector
+        self.lifecycle = lifecycle or LifecycleParams()
         self.fingerprint = fingerprint  # identifies the feature layout the model was trained on
         self.classifier = build_classifier(classifier)
         self.detector = build_detector(detector) if detector is not None else None
         self._threshold = stats.Quantile(detector.quantile) if detector is not None else None
         self.version = 1
+        self.max_version = 1
         self.parent: int | None = None
-        self.n_learned = 0
+        self.n_learned = 0  # labelled windows learned by this model, across versions
         self.n_scored = 0
         self.n_alarms = 0
         self.label_counts: Counter[str] = Counter()
         self.evaluation = Prequential(recent=recent)
+        self.events: list[dict[str, Any]] = []
+        self._new_events: list[dict[str, Any]] = []
+        self._drift = build_drift_detector(self.lifecycle)
+        self._score_drift = (build_drift_detector(self.lifecycle, two_sided=True)
+                             if detector is not None and self.lifecycle.anomaly_drift else None)
+        self.challenger: Any | None = None
+        self.challenger_params: Any | None = None
+        self._champ_hits: deque[bool] = deque(maxlen=self.lifecycle.window)
+        self._chall_hits: deque[bool] = deque(maxlen=self.lifecycle.window)
+        if self.lifecycle.challenger is not None:
+            self._start_challenger("configured")
 
+    # -- identity ---------------------------------------------------------------------------------
     @property
     def algorithm(self) -> str:
         name = self.classifier_params.model
@@ -157,11 +214,33 @@ class TaskModel:
             name += f" + {self.detector_params.model}"
         return name
 
+    def new_version(self, reason: str, **detail: Any) -> int:
+        """Give the model a new version (parent = the current one) and record why."""
+        self.parent = self.version
+        self.max_version += 1
+        self.version = self.max_version
+        self.record(reason, parent=self.parent, **detail)
+        return self.version
+
+    def record(self, kind: str, **detail: Any) -> None:
+        """Append an event to the model's history (bounded) and queue it for alerting."""
+        event = {"kind": kind, "version": self.version, "n_learned": self.n_learned, **detail}
+        self.events.append(event)
+        del self.events[:-MAX_EVENTS]
+        self._new_events.append(event)
+
+    def pop_events(self) -> list[dict[str, Any]]:
+        out, self._new_events = self._new_events, []
+        return out
+
+    # -- inference --------------------------------------------------------------------------------
     def predict(self, x: dict[str, float]) -> tuple[str | None, dict[str, float]]:
         """Most likely class (``None`` before any label was learned) and class probabilities."""
-        if self.n_learned == 0:
-            return None, {}
-        proba = self.classifier.predict_proba_one(x)
+        return self._predict(self.classifier, x)
+
+    @staticmethod
+    def _predict(model: Any, x: dict[str, float]) -> tuple[str | None, dict[str, float]]:
+        proba = model.predict_proba_one(x)
         if not proba:
             return None, {}
         label = max(proba, key=proba.__getitem__)
@@ -182,22 +261,126 @@ class TaskModel:
             self.n_alarms += 1
         else:
             self.detector.learn_one(x)
+        if self._score_drift is not None and ready:
+            self._score_drift.update(s)
+            if self._score_drift.drift_detected:
+                self.record("drift", stream="anomaly_score", n_scored=self.n_scored)
         return s, alarm
 
+    # -- learning ---------------------------------------------------------------------------------
     def learn(self, x: dict[str, float], y: str, y_pred: str | None) -> None:
         """Test-then-train: count the earlier prediction ``y_pred`` against ``y``, then learn."""
         self.evaluation.update(y, y_pred)
+        if self.challenger is not None:
+            c_pred, _ = self._predict(self.challenger, x)
+            self._champ_hits.append(y_pred == y)
+            self._chall_hits.append(c_pred == y)
+            self.challenger.learn_one(x, y)
         self.classifier.learn_one(x, y)
         self.n_learned += 1
         self.label_counts[y] += 1
+        if self._drift is not None:
+            before = getattr(self._drift, "estimation", None)
+            self._drift.update(0.0 if y_pred == y else 1.0)
+            if self._drift.drift_detected:
+                after = getattr(self._drift, "estimation", None)
+                # ADWIN also cuts when the error *falls* (the model got better): not a drift to act on
+                if before is None or after is None or after > before:
+                    self._on_drift()
+        if self.challenger is not None:
+            self._maybe_promote()
 
+    def _on_drift(self) -> None:
+        reaction = self.lifecycle.reaction
+        self.record("drift", stream="error", reaction=reaction,
+                    recent_accuracy=round(self.evaluation.report()["recent"]["accuracy"], 4))
+        if reaction == "challenger":
+            self._start_challenger("drift")
+        elif reaction == "reset":
+            self.classifier = build_classifier(self.classifier_params)
+            self.new_version("reset", cause="drift")
+
+    def _start_challenger(self, cause: str) -> None:
+        self.challenger_params = self.lifecycle.challenger or self.classifier_params
+        self.challenger = build_classifier(self.challenger_params)
+        self._champ_hits.clear()
+        self._chall_hits.clear()
+        self.record("challenger_started", cause=cause, model=self.challenger_params.model)
+
+    def challenger_report(self) -> dict[str, Any] | None:
+        """Champion vs challenger accuracy on the windows both have seen (latest ``window``)."""
+        if self.challenger is None:
+            return None
+        n = len(self._chall_hits)
+        return {"model": self.challenger_params.model, "windows": n,
+                "champion_accuracy": sum(self._champ_hits) / n if n else 0.0,
+                "challenger_accuracy": sum(self._chall_hits) / n if n else 0.0}
+
+    def _maybe_promote(self) -> None:
+        n = len(self._chall_hits)
+        if n < self.lifecycle.min_windows:
+            return
+        champ = sum(self._champ_hits) / n
+        chall = sum(self._chall_hits) / n
+        if chall - champ < self.lifecycle.margin:
+            return
+        old = self.version
+        self.classifier, self.classifier_params = self.challenger, self.challenger_params
+        self.challenger = None
+        self.new_version("promotion", replaced=old, windows=n, champion_accuracy=round(champ, 4),
+                         challenger_accuracy=round(chall, 4), model=self.classifier_params.model)
+        if self.lifecycle.challenger is not None:
+            self._start_challenger("configured")
+
+    # -- introspection ----------------------------------------------------------------------------
     def size_bytes(self) -> int:
         """Approximate memory of the learners (river's own estimate)."""
         total = 0
-        for m in (self.classifier, self.detector):
+        for m in (self.classifier, self.detector, self.challenger):
             if m is not None:
-                try:
-                    total += int(m._raw_memory_usage)  # noqa: SLF001 - river's documented estimate
-                except AttributeError:
-                    total += 0
+                total += int(getattr(m, "_raw_memory_usage", 0))
         return total
+
+    def reliance(self, top: int = 10) -> dict[str, Any]:
+        """What the classifier relies on: split counts per feature for trees and forests, mean
+        absolute weight per (standardised) feature for the linear model."""
+        return explain(self.classifier, top)
+
+
+def _unwrap(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    return list(steps.values())[-1] if steps else model
+
+
+def _count_splits(node: Any, acc: Counter[str]) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n is None:
+            continue
+        feature = getattr(n, "feature", None)
+        if feature is not None and getattr(n, "children", None):
+            acc[str(feature)] += 1
+        stack.extend(getattr(n, "children", None) or [])
+
+
+def explain(model: Any, top: int = 10) -> dict[str, Any]:
+    """Feature reliance of an allow-listed classifier (see :meth:`TaskModel.reliance`)."""
+    est = _unwrap(model)
+    splits: Counter[str] = Counter()
+    if hasattr(est, "_root"):
+        _count_splits(est._root, splits)  # noqa: SLF001 - river keeps the tree here
+        return {"kind": "split_counts", "features": dict(splits.most_common(top)), "nodes": est.n_nodes,
+                "depth": est.height}
+    if hasattr(est, "models") and est.models and hasattr(est.models[0], "_root"):
+        for m in est.models:
+            _count_splits(m._root, splits)  # noqa: SLF001
+        return {"kind": "split_counts", "features": dict(splits.most_common(top)), "trees": len(est.models)}
+    weights = getattr(est, "weights", None)
+    if isinstance(weights, dict) and weights and all(isinstance(v, dict) for v in weights.values()):
+        agg: Counter[str] = Counter()
+        for per_class in weights.values():
+            for f, w in per_class.items():
+                agg[str(f)] += abs(float(w)) / len(weights)
+        return {"kind": "mean_abs_weight", "features": {k: round(v, 4) for k, v in agg.most_common(top)}}
+    return {"kind": "none", "features": {}, "note": f"{type(est).__name__} has no per-feature reliance"}

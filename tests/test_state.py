@@ -77,7 +77,7 @@ class TestCheckpoints:
         header = json.dumps({"payload_bytes": len(payload), "fingerprint": "fp1"}).encode()
         d = store.root / "activity"
         d.mkdir(parents=True, exist_ok=True)
-        (d / "ckpt-00000009.edgedmodel").write_bytes(MAGIC + header + b"\n" + payload)
+        (d / "ckpt-00000009-v1.edgedmodel").write_bytes(MAGIC + header + b"\n" + payload)
         _, model, problems = store.load_latest("activity", "fp1")
         assert model is None and "unsigned" in problems[0]
         assert not marker.exists()
@@ -110,12 +110,21 @@ class TestCheckpoints:
         _, model, problems = store.load_latest("activity", "fp1")
         assert model.n_learned == 3 and problems == []
 
-    def test_keep_prunes_old_files(self, store: ModelStore) -> None:
-        """Only the newest `keep` checkpoints remain."""
-        for _ in range(5):
-            store.save("activity", _model(1), {"fingerprint": "fp1"})
+    def test_keep_prunes_to_versions_and_the_save_before(self, store: ModelStore) -> None:
+        """Kept: the two newest saves, and the newest save of each of the `keep` newest versions."""
+        for v in (1, 1, 2, 2, 2, 3, 4):
+            store.save("activity", _model(1), {"fingerprint": "fp1", "version": v})
         assert [p.name for p in store.files("activity")] == [
-            "ckpt-00000005.edgedmodel", "ckpt-00000004.edgedmodel", "ckpt-00000003.edgedmodel"]
+            "ckpt-00000007-v4.edgedmodel", "ckpt-00000006-v3.edgedmodel", "ckpt-00000005-v2.edgedmodel"]
+        store.save("activity", _model(1), {"fingerprint": "fp1", "version": 4})
+        assert [p.name for p in store.files("activity")] == [
+            "ckpt-00000008-v4.edgedmodel", "ckpt-00000007-v4.edgedmodel", "ckpt-00000006-v3.edgedmodel",
+            "ckpt-00000005-v2.edgedmodel"]
+        hist, problems = store.history("activity")
+        assert [c.header["version"] for c in hist] == [4, 3, 2] and not problems
+        assert store.find_version("activity", 3).name == "ckpt-00000006-v3.edgedmodel"
+        with pytest.raises(StateError, match="kept versions"):
+            store.find_version("activity", 1)
 
     def test_other_feature_layout_is_not_loaded(self, store: ModelStore) -> None:
         """A model trained on another feature layout (config changed) is not used."""
