@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal, TextIO
 
@@ -72,8 +72,20 @@ def _numeric(path: Path, lines: list[str], usecols: list[int], first_row: int) -
     return out
 
 
-def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "file") -> Iterator[Block]:
-    """Stream ``path`` as blocks; labels arrive as ``{task: (codes, vocabulary)}``."""
+def text_size(path: str | Path) -> int:
+    """Size of the text in ``path`` (for a .gz, the uncompressed size from its trailer)."""
+    p = Path(path)
+    if p.suffix == ".gz":
+        with open(p, "rb") as f:
+            f.seek(-4, 2)
+            return int.from_bytes(f.read(4), "little")  # ISIZE: exact below 4 GiB
+    return p.stat().st_size
+
+
+def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "file",
+                   progress: Callable[[int], None] | None = None) -> Iterator[Block]:
+    """Stream ``path`` as blocks; labels arrive as ``{task: (codes, vocabulary)}``.
+    ``progress`` is called with the number of characters consumed per chunk."""
     p = Path(path)
     try:
         f = _open(p)
@@ -96,6 +108,8 @@ def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "fil
                 lines = f.readlines(approx_bytes)
             except (OSError, EOFError, UnicodeDecodeError) as exc:
                 raise RecordingError(f"{p}: cannot read after data row {row}: {exc}") from None
+            if progress is not None:
+                progress(sum(map(len, lines)))
             lines = [ln for ln in lines if ln.strip()]
             if not lines:
                 return

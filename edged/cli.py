@@ -64,11 +64,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edged.replay import format_report, replay
 
     out = open(args.predictions, "w", encoding="utf-8") if args.predictions else None  # noqa: SIM115
+    trace: dict[str, Any] | None = {} if args.plot else None
     try:
-        rep = replay(cfg, args.files, out)
+        rep = replay(cfg, args.files, out, progress=not args.no_progress, trace=trace)
     finally:
         if out is not None:
             out.close()
+    if args.plot:
+        from edged.plots import PlotUnavailable, plot_replay
+
+        try:
+            plot_replay(trace or {}, rep, args.plot)
+        except PlotUnavailable as exc:
+            print(f"edged: {exc}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(rep, separators=(",", ":")))
     else:
@@ -126,6 +135,9 @@ def cmd_model_show(args: argparse.Namespace) -> int:
             print(f"  relies on ({what.get(rel.get('kind'), rel.get('kind'))}): {feats}")
         elif rel.get("kind") == "split_counts":
             print("  relies on: no split yet (one leaf; it predicts from every feature's class statistics)")
+        if rel.get("inactive_leaves"):
+            print(f"  size limit reached: {rel['inactive_leaves']} of {rel['inactive_leaves'] + rel['active_leaves']} "
+                  "leaves no longer grow (raise max_size_mb to let the tree grow)")
         else:
             print(f"  relies on: {rel.get('note', 'unknown')}")
         ch = h.get("challenger")
@@ -320,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="recorded CSV (.csv or .csv.gz), in order")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--predictions", metavar="OUT.jsonl", help="write every prediction payload as a JSON line")
+    p.add_argument("--plot", metavar="FILE.png", help="draw learning curves, drift points and confusion matrices")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)")
     p.set_defaults(func=cmd_replay)
 
     model = sub.add_parser("model", help="inspect the models in the state directory")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from drivers.replay import RecordingError, read_header, read_recording
+from drivers.replay import RecordingError, read_header, read_recording, text_size
 from edged.app import build_engine, task_rate
 from edged.config import Config
 from edged.state import SeqStore
@@ -37,6 +38,8 @@ class _Collector:
         self.alerts = 0
         self.scores: dict[str, list[float]] = {}
         self.alarms: dict[str, int] = {}
+        self.alarm_flags: dict[str, list[bool]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
 
     def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
         if kind == "prediction":
@@ -48,9 +51,12 @@ class _Collector:
                 kept = self.scores.setdefault(task, [])
                 if len(kept) < MAX_KEPT_SCORES:
                     kept.append(an["score"])
+                    self.alarm_flags.setdefault(task, []).append(bool(an["alarm"]))
                 self.alarms[task] = self.alarms.get(task, 0) + int(an["alarm"])
         elif kind == "alert":
             self.alerts += 1
+            if "event" in payload:
+                self.events.setdefault(payload["task"], []).append(payload["event"])
 
 
 def _metrics(ev: Prequential | None, windows: int) -> dict[str, Any]:
@@ -79,10 +85,25 @@ def _estimate_rate(t: np.ndarray) -> float | None:
 
 
 def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None = None,
-           chunk_rows: int = 65536) -> dict[str, Any]:
-    """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``)."""
+           chunk_rows: int = 65536, progress: bool = False,
+           trace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``).
+
+    ``progress`` shows a progress bar on stderr when it is a terminal. A ``trace`` dict is
+    filled with what the plots need: per task the correctness of each learned window, model
+    events (drift, promotions), anomaly scores and alarms, and where each file starts."""
     sink = _Collector(predictions)
     engine = build_engine(cfg, sink, SeqStore(None), wall=lambda t: t)
+    if trace is not None:
+        for t in engine.tasks.values():
+            t.trace = []
+        trace["file_starts"] = {n: [] for n in engine.tasks}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(text_size(f) for f in files if Path(f).is_file()), unit="B", unit_scale=True,
+                   desc="replay", file=sys.stderr, disable=None, leave=False)
     started = time.perf_counter()
     total_samples = 0
     file_reports = []
@@ -106,8 +127,11 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
             t.segment_eval = Prequential(recent=t.model.evaluation.recent)
         samples = 0
         checked = False
+        if trace is not None:
+            for n, t in engine.tasks.items():
+                trace["file_starts"][n].append((len(t.trace or []), p.name))
         try:
-            for block in read_recording(p, chunk_rows):
+            for block in read_recording(p, chunk_rows, progress=bar.update if bar is not None else None):
                 if not checked:
                     _check_rates(cfg, p, block.t, active)
                     checked = True
@@ -128,7 +152,14 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
         file_reports.append({"path": str(p), "samples": samples, "tasks": tasks_rep})
     for t in engine.tasks.values():
         t.segment_eval = None
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - started
+    if trace is not None:
+        trace["tasks"] = {n: {"hits": t.trace, "events": sink.events.get(n, []), "scores": sink.scores.get(n, []),
+                              "alarms": sink.alarm_flags.get(n, []),
+                              "confusion": t.model.evaluation.report()["confusion"]}
+                          for n, t in engine.tasks.items()}
     tasks = {}
     for n, t in engine.tasks.items():
         rep = _metrics(t.model.evaluation, t.windows)

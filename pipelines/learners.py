@@ -151,16 +151,18 @@ class LifecycleParams(_Params):
     margin: float = Field(0.02, ge=0, lt=1)
     min_windows: int = Field(100, ge=1)
     window: int = Field(200, ge=10)
-    anomaly_drift: bool = True  # also watch the anomaly-score stream (alert + event only)
+    # Also watch the anomaly stream: a sustained rise in the share of windows whose score
+    # crosses the alarm threshold (alert + event; the detector is not reset).
+    anomaly_drift: bool = True
 
 
-def build_drift_detector(p: LifecycleParams, two_sided: bool = False) -> Any:
-    """A river.drift detector for ``p`` (``None`` when disabled). On the error stream only a
-    rise matters (Page-Hinkley ``mode="up"``; ADWIN's cuts are checked by direction)."""
+def build_drift_detector(p: LifecycleParams) -> Any:
+    """A river.drift detector for ``p`` (``None`` when disabled). Only a rise of the watched
+    rate matters (Page-Hinkley ``mode="up"``; ADWIN's cuts are checked by direction)."""
     if p.drift_detector == "adwin":
         return drift.ADWIN(delta=p.drift_delta)
     if p.drift_detector == "page_hinkley":
-        return drift.PageHinkley(delta=p.drift_delta, mode="both" if two_sided else "up")
+        return drift.PageHinkley(delta=p.drift_delta, mode="up")
     return None
 
 
@@ -197,7 +199,7 @@ class TaskModel:
         self.events: list[dict[str, Any]] = []
         self._new_events: list[dict[str, Any]] = []
         self._drift = build_drift_detector(self.lifecycle)
-        self._score_drift = (build_drift_detector(self.lifecycle, two_sided=True)
+        self._score_drift = (build_drift_detector(self.lifecycle)
                              if detector is not None and self.lifecycle.anomaly_drift else None)
         self.challenger: Any | None = None
         self.challenger_params: Any | None = None
@@ -262,9 +264,14 @@ class TaskModel:
         else:
             self.detector.learn_one(x)
         if self._score_drift is not None and ready:
-            self._score_drift.update(s)
-            if self._score_drift.drift_detected:
-                self.record("drift", stream="anomaly_score", n_scored=self.n_scored)
+            # The raw score of half-space trees moves whenever its reference window turns over,
+            # so the drift detector watches the alarm rate instead: only a rise is reported.
+            before = getattr(self._score_drift, "estimation", None)
+            self._score_drift.update(1.0 if alarm else 0.0)
+            after = getattr(self._score_drift, "estimation", None)
+            if self._score_drift.drift_detected and (before is None or after is None or after > before):
+                self.record("drift", stream="anomaly_rate", n_scored=self.n_scored,
+                            alarm_rate=round(after, 4) if after is not None else None)
         return s, alarm
 
     # -- learning ---------------------------------------------------------------------------------
@@ -370,8 +377,10 @@ def explain(model: Any, top: int = 10) -> dict[str, Any]:
     splits: Counter[str] = Counter()
     if hasattr(est, "_root"):
         _count_splits(est._root, splits)  # noqa: SLF001 - river keeps the tree here
+        # inactive leaves: the tree hit max_size_mb and stopped growing there (river's bound)
         return {"kind": "split_counts", "features": dict(splits.most_common(top)), "nodes": est.n_nodes,
-                "depth": est.height}
+                "depth": est.height, "active_leaves": int(getattr(est, "_n_active_leaves", 0)),
+                "inactive_leaves": int(getattr(est, "_n_inactive_leaves", 0))}
     if hasattr(est, "models") and est.models and hasattr(est.models[0], "_root"):
         for m in est.models:
             _count_splits(m._root, splits)  # noqa: SLF001

@@ -95,6 +95,7 @@ class TaskPipeline:
         self.vocab: list[str] = []
         self._codes: dict[str, int] = {}
         self.segment_eval: Prequential | None = None  # extra evaluation (e.g. per replayed file)
+        self.trace: list[bool] | None = None  # when a list: correctness of each learned window, in order
         self.windows = 0
 
     def bind(self, channels: tuple[str, ...]) -> list[int] | None:
@@ -157,6 +158,8 @@ class TaskPipeline:
         self.model.learn(feats if feats is not None else self._as_dict(rec.x), label, rec.pred)
         if self.segment_eval is not None:
             self.segment_eval.update(label, rec.pred)
+        if self.trace is not None:
+            self.trace.append(label == rec.pred)
         rec.learned = True
         self.labels.counts["windows_learned"] += 1
 

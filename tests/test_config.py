@@ -37,7 +37,9 @@ class TestShippedConfig:
         assert Path(cfg.state.dir).is_absolute()
 
     def test_examples_are_valid(self) -> None:
-        """Every shipped example config validates."""
+        """Every shipped example config validates (some read the datasets in ../shared/data)."""
+        if not (REPO.parent / "shared" / "data").is_dir():
+            pytest.skip("../shared/data is not beside this checkout; the dataset examples point into it")
         for p in sorted((REPO / "examples").glob("*.toml")):
             load(str(p))
 

@@ -197,3 +197,38 @@ class TestLifecycle:
         assert m.classifier_params.model == "logistic" and m.version == 1 + len(promos)
         rep = m.challenger_report()  # a fresh challenger of the configured kind runs again
         assert rep is not None and rep["model"] == "logistic"
+
+
+class TestBounded:
+    def test_tree_memory_stays_within_its_bound(self) -> None:
+        """A long stream: the tree's memory stays within max_size_mb (river's estimate, +10%)."""
+        rng = np.random.default_rng(0)
+        m = TaskModel("t", HoeffdingTreeParams(model="hoeffding_tree", max_size_mb=1.0, grace_period=20, delta=0.01),
+                      lifecycle=LifecycleParams(drift_detector="none"))
+        sizes = []
+        for i in range(12_000):
+            x = {f"f{j}": float(v) for j, v in enumerate(rng.standard_normal(30))}
+            y = str(int(x["f0"] > 0) + 2 * int(x["f1"] > 0.5))
+            m.learn(x, y, m.predict(x)[0])
+            if i % 2000 == 1999:
+                sizes.append(m.size_bytes())
+        assert max(sizes) <= 1.1 * 1024 * 1024, sizes
+        rel = m.reliance()
+        assert rel["kind"] == "split_counts" and {"f0", "f1"} & set(rel["features"])
+        assert m.evaluation.report()["recent"]["accuracy"] > 0.8
+
+    def test_anomaly_rate_drift_is_reported_on_a_sustained_rise(self) -> None:
+        """The anomaly stream's drift detector reports when alarms become frequent, not on noise."""
+        from pipelines.learners import HalfSpaceTreesParams
+
+        rng = np.random.default_rng(3)
+        m = TaskModel("t", GaussianNBParams(model="gaussian_nb"),
+                      HalfSpaceTreesParams(model="half_space_trees", warmup=200, quantile=0.99, window_size=100))
+        for _ in range(3000):
+            m.score({"a": float(rng.normal()), "b": float(rng.normal())})
+        quiet = [e for e in m.events if e["kind"] == "drift"]
+        for _ in range(400):
+            m.score({"a": float(rng.normal(6, 1)), "b": float(rng.normal(-6, 1))})
+        loud = [e for e in m.events if e["kind"] == "drift"]
+        assert len(quiet) <= 1 and len(loud) > len(quiet)
+        assert loud[-1]["stream"] == "anomaly_rate"

@@ -83,3 +83,22 @@ class TestReplay:
         """A missing file is exit 1 with its name."""
         r = _run("/nonexistent.csv")
         assert r.returncode == 1 and "/nonexistent.csv" in r.stderr
+
+
+class TestPlot:
+    def test_plot_is_drawn(self, tmp_path: Path) -> None:
+        """--plot writes a PNG with the learning curve and confusion matrix."""
+        png = tmp_path / "curve.png"
+        r = _run(str(TRAIN), str(TEST), "--plot", str(png))
+        assert r.returncode == 0, r.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    def test_trace_matches_the_report(self) -> None:
+        """The plotted learning curve is the report's prequential accuracy."""
+        cfg, _ = load(str(CONFIG))
+        trace: dict = {}
+        rep = replay(cfg, [TRAIN, TEST], trace=trace)
+        hits = trace["tasks"]["activity"]["hits"]
+        assert len(hits) == rep["tasks"]["activity"]["labelled"]
+        assert sum(hits) / len(hits) == pytest.approx(rep["tasks"]["activity"]["accuracy"], abs=1e-6)
+        assert [name for _, name in trace["file_starts"]["activity"]] == ["stream_train.csv", "stream_test.csv"]
