@@ -49,6 +49,9 @@ def sweep(config: Path, task: str, files: list[str], windows: list[tuple[int, in
 
 
 def main() -> None:
+    from edged import logs
+
+    logs.configure("error")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config", type=Path)
     ap.add_argument("task")

@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
+    _setup_logging(cfg, "error")  # drift and model events are in the report (and the plot)
     from edged.replay import format_report, replay
 
     out = open(args.predictions, "w", encoding="utf-8") if args.predictions else None  # noqa: SIM115

@@ -164,7 +164,9 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
     for n, t in engine.tasks.items():
         rep = _metrics(t.model.evaluation, t.windows)
         rep["n_learned"] = t.model.n_learned
-        rep["model"] = {"algorithm": t.model.algorithm, "version": t.model.version}
+        rep["model"] = {"algorithm": t.model.algorithm, "version": t.model.version,
+                        "size_bytes": t.model.size_bytes(), "reliance": t.model.reliance(),
+                        "events": [e for e in t.model.events if e["kind"] != "challenger_started"][-20:]}
         if t.model.detector is not None:
             rep["anomaly"] = _anomaly(sink.scores.get(n, []), sink.alarms.get(n, 0))
         tasks[n] = rep

@@ -92,6 +92,9 @@ class HalfSpaceTreesParams(_Params):
     seed: int = 1
     quantile: float = Field(0.99, gt=0.5, lt=1)
     warmup: int = Field(500, ge=0)
+    # Off-delay (alarm management practice): an alarm stays on this many windows after the last
+    # window above the threshold, so one episode is one alarm, not a flicker of many.
+    hold: int = Field(0, ge=0)
 
 
 AnomalyParams = Annotated[HalfSpaceTreesParams, Field(discriminator="model")]
@@ -188,6 +191,7 @@ class TaskModel:
         self.classifier = build_classifier(classifier)
         self.detector = build_detector(detector) if detector is not None else None
         self._threshold = stats.Quantile(detector.quantile) if detector is not None else None
+        self._hold_left = 0
         self.version = 1
         self.max_version = 1
         self.parent: int | None = None
@@ -256,18 +260,23 @@ class TaskModel:
             s = 0.0
         ready = self.n_scored >= self.detector_params.warmup
         thr = self._threshold.get()
-        alarm = bool(ready and thr is not None and s > thr)
+        above = bool(ready and thr is not None and s > thr)
         self._threshold.update(s)
         self.n_scored += 1
+        if above:
+            self._hold_left = self.detector_params.hold
+        elif self._hold_left > 0:
+            self._hold_left -= 1
+        alarm = above or self._hold_left > 0
         if alarm:
             self.n_alarms += 1
-        else:
+        if not above:
             self.detector.learn_one(x)
         if self._score_drift is not None and ready:
             # The raw score of half-space trees moves whenever its reference window turns over,
             # so the drift detector watches the alarm rate instead: only a rise is reported.
             before = getattr(self._score_drift, "estimation", None)
-            self._score_drift.update(1.0 if alarm else 0.0)
+            self._score_drift.update(1.0 if above else 0.0)
             after = getattr(self._score_drift, "estimation", None)
             if self._score_drift.drift_detected and (before is None or after is None or after > before):
                 self.record("drift", stream="anomaly_rate", n_scored=self.n_scored,
