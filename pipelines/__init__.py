@@ -1,0 +1,1 @@
+"""Windowing, numba DSP feature kernels, online learners and their evaluation."""
