@@ -283,7 +283,8 @@ class Engine:
                 "labels": agg["labels"],
                 "model": {"version": model.version, "n_learned": model.n_learned},
                 "prequential": {"n": ev["n"], "accuracy": _r(ev["accuracy"]), "macro_f1": _r(ev["macro_f1"]),
-                                "kappa": _r(ev["kappa"]), "recent_accuracy": _r(ev["recent"]["accuracy"])},
+                                "kappa": _r(ev["kappa"]), "recent_accuracy": _r(ev["recent"]["accuracy"]),
+                                "recent_macro_f1": _r(ev["recent"]["macro_f1"]), "class_counts": ev["class_counts"]},
             }
             if model.detector is not None:
                 scores = np.asarray(agg["scores"])

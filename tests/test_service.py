@@ -163,3 +163,39 @@ class TestBrokerAway:
             b.stop()
         events = [e.get("event") for e in svc.logs()]
         assert "mqtt_unreachable" in events and "mqtt_connected" in events
+
+
+class TestRecovery:
+    def test_crash_and_damaged_checkpoint(self, tmp_path: Path, broker: Broker, recorder: Recorder,
+                                          service_factory: Any) -> None:
+        """After SIGKILL the restored model gets a new version (its checkpoint is older than what
+        ran); a damaged newest checkpoint is refused with a state alert and the one before it loads."""
+        import signal
+
+        cfg = sim_config(tmp_path, broker.port, state='dir = "state"\ncheckpoint_interval_s = 1')
+        svc = service_factory(cfg)
+        svc.start()
+        assert recorder.wait_for(lambda m: any("/prediction/activity" in t and p["model"]["n_learned"] >= 10
+                                               for t, p, _ in m), timeout=90), svc.logs()[-10:]
+        time.sleep(2.5)  # a few periodic checkpoints
+        svc.stop(signal.SIGKILL)
+        before = _preds(recorder, "activity")[-1]
+        files = sorted((tmp_path / "state" / "models" / "activity").glob("ckpt-*.edgedmodel"), reverse=True)
+        assert len(files) >= 2
+        files[0].write_bytes(files[0].read_bytes()[:-10])  # torn newest file
+        n = len(_preds(recorder, "activity"))
+        svc2 = service_factory(cfg)
+        svc2.start()
+        assert recorder.wait_for(lambda m: len([x for x in m if "/prediction/activity" in x[0]]) >= n + 3
+                                 and any(t.endswith("/alert") and p["kind"] == "state" for t, p, _ in m), timeout=60)
+        assert svc2.stop() == 0
+        after = _preds(recorder, "activity")[n]
+        assert after["model"]["version"] == before["model"]["version"] + 1  # recovery version
+        assert after["seq"] > before["seq"]  # never repeats after a crash
+        alerts = recorder.topic("/alert")
+        state = [a for a in alerts if a["kind"] == "state"]
+        assert state and "truncated" in state[0]["detail"]
+        model_alerts = [a for a in alerts if a["kind"] == "model" and a["task"] == "activity"]
+        assert any(a["event"]["kind"] == "recovery" for a in model_alerts)
+        events = [e.get("event") for e in svc2.logs()]
+        assert "unclean_stop_detected" in events and "checkpoint_rejected" in events
