@@ -135,6 +135,8 @@ class EmulatedBus:
         self.rdwr_supported = rdwr
         self.absent: set[int] = set()
         self.accesses = 0
+        self.wire_bytes = 0  # bytes on the wire (address bytes included), for bus-load figures
+        self.messages = 0  # I2C messages (each a START, an address byte, data)
         self.log: list[tuple[str, int]] = []  # (method, address) of recent accesses
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -161,6 +163,14 @@ class EmulatedBus:
         with self._lock:
             self._faults.append(_Fault(nth - 1, times, errno_, address))
 
+    def _wire(self, *lengths: int) -> None:
+        self.messages += len(lengths)
+        self.wire_bytes += sum(1 + n for n in lengths)
+
+    def bus_seconds(self, hz: float = 400_000.0) -> float:
+        """Time the traffic so far keeps an I2C bus at ``hz`` busy (9 clocks a byte, 2 per START/STOP)."""
+        return (9 * self.wire_bytes + 2 * self.messages) / hz
+
     def _begin(self, method: str, address: int) -> EmulatedChip:
         self.accesses += 1
         self.log.append((method, address))
@@ -184,15 +194,18 @@ class EmulatedBus:
     # -- the SMBus methods -------------------------------------------------------------------------
     def write_quick(self, i2c_addr: int, force: bool | None = None) -> None:
         with self._lock:
+            self._wire(0)
             self._begin("write_quick", i2c_addr)
 
     def read_byte(self, i2c_addr: int, force: bool | None = None) -> int:
         with self._lock:
+            self._wire(1)
             chip = self._begin("read_byte", i2c_addr)
             return chip.read(1, self.clock())[0]
 
     def read_byte_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
         with self._lock:
+            self._wire(1, 1)
             chip = self._begin("read_byte_data", i2c_addr)
             now = self.clock()
             chip.write(bytes([register]), now)
@@ -200,6 +213,7 @@ class EmulatedBus:
 
     def write_byte_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
         with self._lock:
+            self._wire(2)
             chip = self._begin("write_byte_data", i2c_addr)
             chip.write(bytes([register, value & 0xFF]), self.clock())
 
@@ -207,6 +221,7 @@ class EmulatedBus:
         if length > 32:
             raise ValueError("Desired block length over 32 bytes")  # as smbus2
         with self._lock:
+            self._wire(1, length)
             chip = self._begin("read_i2c_block_data", i2c_addr)
             now = self.clock()
             chip.write(bytes([register]), now)
@@ -216,6 +231,7 @@ class EmulatedBus:
         if len(data) > 32:
             raise ValueError("Data length cannot exceed 32 bytes")
         with self._lock:
+            self._wire(1 + len(data))
             chip = self._begin("write_i2c_block_data", i2c_addr)
             chip.write(bytes([register, *data]), self.clock())
 
@@ -227,6 +243,7 @@ class EmulatedBus:
                 raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
             if not msgs:
                 return
+            self._wire(*(m.len for m in msgs))
             addrs = {m.addr for m in msgs}
             chip = self._begin("i2c_rdwr", msgs[0].addr)
             if len(addrs) > 1:

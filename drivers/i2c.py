@@ -247,12 +247,12 @@ class QualityGate:
         self.hi = hi
         self.stuck_after = stuck_after
         self._prev: np.ndarray | None = None
-        self._run = 0  # how many samples in a row equal _prev (including it)
+        self.run = 0  # how many samples in a row equal _prev (including it)
         self.stuck = False
         self.saturated = False
 
     def reset(self) -> None:
-        self._prev, self._run, self.stuck = None, 0, False
+        self._prev, self.run, self.stuck = None, 0, False
 
     def keep(self, raw: np.ndarray, x: np.ndarray, saturated: np.ndarray, stats: Counter[str]) -> np.ndarray:
         n = raw.shape[0]
@@ -264,11 +264,11 @@ class QualityGate:
         idx = np.arange(n)
         starts = np.where(same, -1, idx)
         np.maximum.accumulate(starts, out=starts)
-        run = np.where(starts >= 0, idx - starts + 1, idx + 1 + self._run)
+        run = np.where(starts >= 0, idx - starts + 1, idx + 1 + self.run)
         frozen = run > self.stuck_after
         if n:
             self._prev = raw[-1].copy()
-            self._run = int(run[-1])
+            self.run = int(run[-1])
             self.stuck = bool(frozen[-1])
         ok = np.all(np.isfinite(x) & (x >= self.lo) & (x <= self.hi), axis=1)
         stats["stuck_samples"] += int(frozen.sum())
@@ -419,7 +419,7 @@ class ChipDriver:
     @property
     def fault(self) -> str | None:
         if self.gate.stuck:
-            return f"stuck: the last {self.gate._run} samples are identical"
+            return f"stuck: the last {self.gate.run} samples are identical"
         now = self.clock()
         for kind, (msg, until) in list(self._flags.items()):
             if now < until:

@@ -125,7 +125,7 @@ class LSM6DSOX(_Lsm6):
 
     CHIP = "LSM6DSOX"
     IDS = {0x6C: "LSM6DSOX/LSM6DSO"}
-    FIFO_BYTES = 512 * 6
+    FIFO_BYTES = 512 * 7  # 512 tagged words of 7 bytes
     BYTES_PER_WORD = 7 / 3  # a 7-byte tagged word carries three 16-bit values
     FIFO_CTRL3 = 0x09  # BDR_GY [7:4], BDR_XL [3:0]
     FIFO_CTRL4 = 0x0A  # FIFO_MODE [2:0]
