@@ -11,7 +11,7 @@ from drivers.base import Block, DeviceNotFound, DriverError, SensorConfig
 from drivers.bosch import BME280, BMP280, Bme280Config, Bmp280Config
 from drivers.invensense import MPU6050, MPU6500, Mpu6050Config, Mpu6500Config
 from drivers.replay import FileSensor, FileSensorConfig
-from drivers.sensirion import SHT3x, SHT4x, Sht3xConfig, Sht4xConfig
+from drivers.sensirion import SHT3x, Sht3xConfig, SHT4x, Sht4xConfig
 from drivers.simulator import SimEnv, SimEnvConfig, SimImu, SimImuConfig
 from drivers.st import LSM6DS3, LSM6DSOX, Lsm6ds3Config, Lsm6dsoxConfig
 

@@ -158,7 +158,7 @@ class _BoschEnv(ChipDriver):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
     ADDRESSES = (0x76, 0x77)
-    LIMITS = {"temperature": (-40.0, 85.0), "pressure": (30000.0, 110000.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 85.0), "pressure": (30000.0, 110000.0), "humidity": (0.0, 100.0)}
     STUCK_AFTER = 30
 
     def __init__(self, bus: Any, address: int = 0x76, *, oversampling: int = 1, iir_filter: int = 0,
@@ -212,8 +212,7 @@ class _BoschEnv(ChipDriver):
     def _measure(self) -> tuple[int, int, int]:
         """Trigger one forced conversion and return the raw (adc_T, adc_P, adc_H)."""
         d = self.dev
-        d._call("trigger a forced conversion",
-                lambda: d.bus.write_i2c_block_data(d.address, self._trigger[0], self._trigger[1:]))
+        d.write(self._trigger[0], self._trigger[1:])  # settings + forced mode: starts a conversion
         self.sleep(self.conversion_s)
         n = (REG_DATA + (8 if self.HUMIDITY else 6)) - REG_STATUS
         for _ in range(10):
@@ -274,7 +273,7 @@ class BME280(_BoschEnv):
 
     CHIP = "BME280"
     CHANNELS = ("temperature", "pressure", "humidity")
-    IDS = {0x60: "BME280"}
+    IDS: ClassVar[dict[int, str]] = {0x60: "BME280"}
     HUMIDITY = True
 
 
@@ -283,7 +282,7 @@ class BMP280(_BoschEnv):
 
     CHIP = "BMP280"
     CHANNELS = ("temperature", "pressure")
-    IDS = {0x58: "BMP280", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)"}
+    IDS: ClassVar[dict[int, str]] = {0x58: "BMP280", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)"}
 
 
 class _BoschConfig(I2cSensorConfig):

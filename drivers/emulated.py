@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -141,15 +141,18 @@ class EmuMpu(_EmuImu):
     WHO_AM_I_REG = 0x75
     ACCEL_LSB_PER_G = (16384.0, 8192.0, 4096.0, 2048.0)  # AFS_SEL 0..3
     GYRO_LSB_PER_DPS = (131.0, 65.5, 32.8, 16.4)  # FS_SEL 0..3
-    VARIANTS = {"mpu6050": (0x68, 1024, 340.0, 36.53), "mpu6500": (0x70, 512, 333.87, 21.0),
+    VARIANTS: ClassVar[dict[str, tuple[int, int, float, float]]] = {"mpu6050": (0x68, 1024, 340.0, 36.53), "mpu6500": (0x70, 512, 333.87, 21.0),
                 "mpu9250": (0x71, 512, 333.87, 21.0)}
 
     def __init__(self, variant: str = "mpu6050", **kw: Any) -> None:
         chip_id, self.capacity, self.temp_sens, self.temp_offset = self.VARIANTS[variant]
         self.variant = variant
         self.fifo = bytearray()
-        self.POWER_ON = {0x6B: 0x40 if variant == "mpu6050" else 0x01}  # asleep / awake after power-on
         super().__init__(chip_id=kw.pop("chip_id", chip_id), **kw)
+
+    def power_cycle(self, now: float) -> None:
+        super().power_cycle(now)
+        self.regs[0x6B] = 0x40 if self.variant == "mpu6050" else 0x01  # PWR_MGMT_1: asleep / awake
 
     def fifo_clear(self) -> None:
         self.fifo = bytearray()
@@ -242,7 +245,7 @@ class _EmuLsm6(_EmuImu):
     """What the LSM6DSOX and LSM6DS3 emulators share: control and output registers."""
 
     WHO_AM_I_REG = 0x0F
-    POWER_ON = {0x12: 0x04}  # CTRL3_C: IF_INC
+    POWER_ON: ClassVar[dict[int, int]] = {0x12: 0x04}  # CTRL3_C: IF_INC
     MG_PER_LSB = (0.061, 0.488, 0.122, 0.244)  # FS_XL 00 2g, 01 16g, 10 4g, 11 8g
     MDPS_PER_LSB = (8.75, 17.5, 35.0, 70.0)  # FS_G 250(245), 500, 1000, 2000
     ODR_HZ = (0.0, 12.5, 26.0, 52.0, 104.0, 208.0, 416.0, 833.0, 1666.0, 3333.0, 6666.0)
@@ -346,6 +349,15 @@ class EmuLsm6dsox(_EmuLsm6):
             return 0x78  # FIFO output registers roll back
         return super().next_reg(reg)
 
+    def read(self, n: int, now: float) -> bytes:
+        if self.ptr == 0x78 and n % 7 == 0 and self.regs[0x12] & 0x04:  # fast path: whole words
+            self.advance(now)
+            k = n // 7
+            out = b"".join(self.words[:k]) + bytes(7 * max(0, k - len(self.words)))
+            del self.words[:k]
+            return out
+        return super().read(n, now)
+
 
 class EmuLsm6ds3(_EmuLsm6):
     """LSM6DS3 (``chip_id=0x69``, 4096 words, 16 LSB/degC) or LSM6DS3TR-C/LSM6DSL (0x6A, 2048
@@ -422,6 +434,16 @@ class EmuLsm6ds3(_EmuLsm6):
         if reg == 0x3F and self.regs[0x12] & 0x04:
             return 0x3E  # FIFO_DATA_OUT_H rolls back to FIFO_DATA_OUT_L
         return super().next_reg(reg)
+
+    def read(self, n: int, now: float) -> bytes:
+        if self.ptr == 0x3E and n % 2 == 0 and self.regs[0x12] & 0x04:  # fast path: whole words
+            self.advance(now)
+            k = min(n // 2, len(self.fifo_words))
+            out = np.asarray(self.fifo_words[:k], dtype=np.int64).astype("<i2").tobytes()
+            del self.fifo_words[:k]
+            self._read_index += k
+            return out + bytes(n - 2 * k)
+        return super().read(n, now)
 
 
 # -- Bosch ------------------------------------------------------------------------------------------
@@ -565,7 +587,7 @@ def _with_crc(*words: int) -> bytes:
 
 
 class _EmuSensirion(EmulatedChip):
-    MEASURE: dict[bytes, float] = {}  # command -> typical duration (s)
+    MEASURE: ClassVar[dict[bytes, float]] = {}  # command -> typical duration (s)
 
     def __init__(self, source: EnvSource | None = None, raw: tuple[int, int] | None = None,
                  serial: int = 0x12345678) -> None:
@@ -618,7 +640,7 @@ class _EmuSensirion(EmulatedChip):
 class EmuSht3x(_EmuSensirion):
     """SHT3x-DIS: 16-bit commands; single shot without clock stretching; status register."""
 
-    MEASURE = {b"\x24\x00": 0.0125, b"\x24\x0b": 0.0045, b"\x24\x16": 0.0025,
+    MEASURE: ClassVar[dict[bytes, float]] = {b"\x24\x00": 0.0125, b"\x24\x0b": 0.0045, b"\x24\x16": 0.0025,
                b"\x2c\x06": 0.0125, b"\x2c\x0d": 0.0045, b"\x2c\x10": 0.0025}
 
     def to_raw(self, temp: float, hum: float) -> tuple[int, int]:
@@ -642,7 +664,7 @@ class EmuSht3x(_EmuSensirion):
 class EmuSht4x(_EmuSensirion):
     """SHT4x: 8-bit commands; measurement, serial number, soft reset."""
 
-    MEASURE = {b"\xfd": 0.0069, b"\xf6": 0.0037, b"\xe0": 0.0013}
+    MEASURE: ClassVar[dict[bytes, float]] = {b"\xfd": 0.0069, b"\xf6": 0.0037, b"\xe0": 0.0013}
 
     def to_raw(self, temp: float, hum: float) -> tuple[int, int]:
         s_t = round((temp + 45.0) * 65535.0 / 175.0)

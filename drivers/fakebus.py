@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from smbus2 import i2c_msg
 
@@ -71,7 +72,7 @@ class RegisterChip(EmulatedChip):
     further bytes are written from there on, reads continue from the pointer; the pointer
     auto-increments (subclasses change that for FIFO data registers)."""
 
-    POWER_ON: dict[int, int] = {}
+    POWER_ON: ClassVar[dict[int, int]] = {}
 
     def __init__(self) -> None:
         self.regs = bytearray(256)

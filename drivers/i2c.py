@@ -142,6 +142,11 @@ class Device:
             log.warning("i2c_rdwr_unsupported", bus=self.bus_name, note="falling back to 32-byte SMBus block reads")
             return self._read_chunks(reg, n, unit, fifo)
 
+    def write(self, reg: int, data: Sequence[int]) -> None:
+        """One write transaction: ``reg`` then ``data`` (at most 32 bytes)."""
+        self._call(f"write {len(data)} bytes at register 0x{reg:02x}",
+                   lambda: self.bus.write_i2c_block_data(self.address, reg, list(data)))
+
     def _rdwr_read(self, reg: int, n: int) -> bytes:
         from smbus2 import i2c_msg
 

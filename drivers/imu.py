@@ -35,7 +35,7 @@ class FifoImu(ChipDriver):
     """Base of the accelerometer + gyroscope drivers read through their FIFO."""
 
     CHANNELS = IMU_CHANNELS
-    LIMITS = {"temperature": (-40.0, 105.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     STUCK_AFTER = 50
     FIFO_BYTES: ClassVar[int] = 1024  # FIFO capacity
     BYTES_PER_WORD: ClassVar[float] = 2.0  # FIFO bytes per 16-bit value (7/3 for tagged FIFOs)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.i2c import DEG, G, BusError, Device, I2cSensorConfig, address_in
+from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
 from drivers.imu import FifoImu
 
 SMPLRT_DIV = 0x19
@@ -68,7 +68,7 @@ def sample_rate_divider(rate_hz: float) -> int | None:
 class _Mpu(FifoImu):
     ADDRESSES = (0x68, 0x69)
     IDS: ClassVar[dict[int, str]] = {}
-    LIMITS = {"temperature": (-40.0, 105.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     TEMP_LSB_PER_C: ClassVar[float] = 340.0
     TEMP_OFFSET_C: ClassVar[float] = 36.53
 
@@ -173,7 +173,7 @@ class MPU6050(_Mpu):
     """MPU-6050 (and MPU-6000 over I2C): WHO_AM_I 0x68 whatever AD0 is; 1024-byte FIFO."""
 
     CHIP = "MPU-6050"
-    IDS = {0x68: "MPU-6050"}
+    IDS: ClassVar[dict[int, str]] = {0x68: "MPU-6050"}
     FIFO_BYTES = 1024
     TEMP_LSB_PER_C = 340.0  # register map 4.18: Temp = TEMP_OUT / 340 + 36.53
     TEMP_OFFSET_C = 36.53
@@ -184,7 +184,7 @@ class MPU6500(_Mpu):
     and MPU-9255 (0x73); 512-byte FIFO."""
 
     CHIP = "MPU-6500"
-    IDS = {0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255"}
+    IDS: ClassVar[dict[int, str]] = {0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255"}
     FIFO_BYTES = 512
     TEMP_LSB_PER_C = 333.87  # register map 4.23: ((TEMP_OUT - 0) / 333.87) + 21
     TEMP_OFFSET_C = 21.0

@@ -131,11 +131,12 @@ class SHT3x(_Sensirion):
     CHIP = "SHT3x"
     ADDRESSES = (0x44, 0x45)
     MEASURE = SHT3X_MEASURE
-    LIMITS = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
 
     @classmethod
     def identify(cls, dev: Device) -> str | None:
         dev.command(SHT3X_STATUS, "read the status register")
+        dev.sleep(0.001)  # t_IDLE between a command and the next transfer
         try:
             words(dev.receive(3, "read the status register"))
         except CrcError:
@@ -145,6 +146,7 @@ class SHT3x(_Sensirion):
     def _check_identity(self) -> str:
         try:
             self.dev.command(SHT3X_STATUS, "read the status register (command 0xF32D)")
+            self.sleep(0.001)
             status = words(self.dev.receive(3, "read the status register"))[0]
         except CrcError as exc:
             raise DeviceNotFound(f"SHT3x expected at {self.dev.where()}: the status word fails its CRC ({exc}); "
@@ -171,7 +173,7 @@ class SHT4x(_Sensirion):
     CHIP = "SHT4x"
     ADDRESSES = (0x44, 0x45, 0x46)
     MEASURE = SHT4X_MEASURE
-    LIMITS = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
 
     @classmethod
     def identify(cls, dev: Device) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import field_validator
 
-from drivers.i2c import DEG, G, BusError, Device, I2cSensorConfig, address_in
+from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
 from drivers.imu import FifoImu, closest
 
 WHO_AM_I = 0x0F
@@ -53,7 +53,7 @@ FIFO_BYPASS = 0b000
 class _Lsm6(FifoImu):
     ADDRESSES = (0x6A, 0x6B)
     IDS: ClassVar[dict[int, str]] = {}
-    LIMITS = {"temperature": (-40.0, 105.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
 
     def __init__(self, bus: Any, address: int = 0x6A, *, rate_hz: float = 833.0, accel_range_g: int = 4,
                  gyro_range_dps: int = 500, channels: Sequence[str] | None = None, **kw: Any) -> None:
@@ -124,7 +124,7 @@ class LSM6DSOX(_Lsm6):
     """LSM6DSOX / LSM6DSO (WHO_AM_I 0x6C): tagged FIFO of 512 words."""
 
     CHIP = "LSM6DSOX"
-    IDS = {0x6C: "LSM6DSOX/LSM6DSO"}
+    IDS: ClassVar[dict[int, str]] = {0x6C: "LSM6DSOX/LSM6DSO"}
     FIFO_BYTES = 512 * 7  # 512 tagged words of 7 bytes
     BYTES_PER_WORD = 7 / 3  # a 7-byte tagged word carries three 16-bit values
     FIFO_CTRL3 = 0x09  # BDR_GY [7:4], BDR_XL [3:0]
@@ -194,7 +194,7 @@ class LSM6DS3(_Lsm6):
     """LSM6DS3 (WHO_AM_I 0x69, 8 kB FIFO) and LSM6DS3TR-C / LSM6DSL (0x6A, 4 kB): pattern FIFO."""
 
     CHIP = "LSM6DS3"
-    IDS = {0x69: "LSM6DS3", 0x6A: "LSM6DS3TR-C/LSM6DSL"}
+    IDS: ClassVar[dict[int, str]] = {0x69: "LSM6DS3", 0x6A: "LSM6DS3TR-C/LSM6DSL"}
     FIFO_BYTES = 4096  # the smaller of the two (the poll interval must suit both)
     FIFO_CTRL3 = 0x08  # DEC_FIFO_GYRO [5:3], DEC_FIFO_XL [2:0]
     FIFO_CTRL5 = 0x0A  # ODR_FIFO [6:3], FIFO_MODE [2:0]

@@ -140,8 +140,8 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
 
     import drivers
     from drivers.scan import scan
-    from edged.app import open_bus, open_sim_bus
     from drivers.simulator import MachineWorld
+    from edged.app import open_bus, open_sim_bus
 
     configured: dict[tuple[str, int], tuple[str, str]] = {}
     buses: list[str] = []

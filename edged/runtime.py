@@ -77,7 +77,7 @@ class SensorRunner:
         while not self._stop.is_set():
             try:
                 block = self.driver.read_block(time.monotonic())
-            except Exception as exc:  # noqa: BLE001 - classified below; a driver bug must not kill the thread
+            except Exception as exc:  # classified below: a driver bug must not kill the sensor thread
                 if not isinstance(exc, OSError | DriverError):
                     log.exception("sensor_driver_crashed", sensor=self.name)
                 self.failures += 1

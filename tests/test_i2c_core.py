@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ class TestCrc8:
 
 
 class _Echo(RegisterChip):
-    POWER_ON = {0x10: 0xAB}
+    POWER_ON: ClassVar[dict[int, int]] = {0x10: 0xAB}
 
 
 def _bus() -> tuple[EmulatedBus, FakeClock]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import drivers
 from drivers.emulated import EmuBosch, EmuLsm6ds3, EmuLsm6dsox, EmuMpu, EmuSht3x, EmuSht4x
 from drivers.fakebus import EmulatedBus, RegisterChip
 from drivers.invensense import MPU6050
@@ -19,8 +19,6 @@ from drivers.scan import scan
 from edged.config import ConfigError, parse
 from edged.runtime import SensorRunner
 from tests.conftest import REPO
-
-import drivers
 
 
 def _raw() -> dict[str, Any]:
