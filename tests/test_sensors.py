@@ -33,18 +33,13 @@ def _problems(raw: dict[str, Any]) -> list[str]:
 
 class TestConfig:
     def test_every_chip_driver_has_a_config(self) -> None:
-        """Each registered chip validates with its defaults on the emulated bus."""
+        """Each registered chip validates with its defaults (here: providing the tasks' temperature)."""
         raw = _raw()
-        for name in drivers.CHIPS:
-            cls = drivers.CHIPS[name]
-            raw["sensors"] = {"imu": raw["sensors"]["imu"], "x": {"driver": name, "bus": "sim",
-                                                                   "address": cls.ADDRESSES[-1]}}
-            if "temperature" in cls.CHANNELS:
-                raw["sensors"]["x"]["channels"] = [c for c in cls.CHANNELS if c not in {"ax", "ay", "az", "gx", "gy", "gz"}]
-            if name in ("mpu6050", "mpu6500", "lsm6dsox", "lsm6ds3"):
-                raw["sensors"]["x"]["channels"] = ["temperature"]
+        for name, cls in drivers.CHIPS.items():
+            x = {"driver": name, "bus": "sim", "address": cls.ADDRESSES[-1], "channels": ["temperature"]}
+            raw["sensors"] = {"imu": raw["sensors"]["imu"], "x": x}
             cfg = parse(raw)
-            assert cfg.sensors["x"].driver == name
+            assert cfg.sensors["x"].driver == name and cfg.sensor_channels()["x"] == ("temperature",)
 
     def test_bad_chip_keys_are_named(self) -> None:
         """Wrong address for the chip, unreachable rate, bad range, unknown key: each named by its path."""
@@ -130,6 +125,23 @@ class TestRunnerHealth:
             runner.stop()
         assert [e[1] for e in events] == ["degraded", "ok", "degraded"]
         assert events[0][2].startswith("stuck") and "ZeroDivisionError" in events[2][2]
+
+    def test_lost_after_ten_failures_and_back_when_the_chip_answers(self) -> None:
+        """No chip at boot: degraded, then lost after 10 failed reads (still retried); once the chip
+        answers it is set up and the sensor is ok again."""
+        bus = EmulatedBus({})
+        drv = MPU6050(bus, 0x68, rate_hz=500.0)
+        events: list[tuple[str, str, str]] = []
+        runner = SensorRunner("imu", drv, 0.0005, queue.Queue(), lambda *a: events.append(a))
+        runner.start()
+        try:
+            _wait(lambda: runner.health == "lost")
+            bus.attach(0x68, EmuMpu("mpu6050"))
+            _wait(lambda: runner.health == "ok")
+        finally:
+            runner.stop()
+        assert [e[1] for e in events] == ["degraded", "lost", "ok"]
+        assert "nothing answers at bus sim address 0x68" in events[1][2]
 
 
 def _wait(pred: Any, timeout: float = 10.0) -> None:
