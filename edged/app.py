@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 import drivers
@@ -135,6 +136,33 @@ def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[
     return models, problems
 
 
+def uses_simulator(cfg: Config) -> bool:
+    """Whether a sensor reads the simulated machine (a ``sim_*`` driver or an emulated chip)."""
+    return any(s.driver.startswith("sim_") or getattr(s, "bus", None) == "sim" for s in cfg.sensors.values())
+
+
+def open_sim_bus(cfg: Config, world: MachineWorld | None) -> Any:
+    """The emulated I2C bus (``bus = "sim"``): one emulated chip per such sensor, fed by ``world``."""
+    if world is None or not any(getattr(s, "bus", None) == "sim" for s in cfg.sensors.values()):
+        return None
+    from drivers.emulated import sim_bus
+
+    return sim_bus(dict(cfg.sensors), world, seed=cfg.simulator.seed)
+
+
+def open_bus(number: int) -> Any:
+    """``/dev/i2c-N`` (opened on first use; one per sensor so the kernel arbitrates)."""
+    from drivers.i2c import LinuxBus
+
+    return LinuxBus(number)
+
+
+def build_chip(s: Any, sim: Any) -> Any:
+    """A chip driver on its bus: the emulated one for ``bus = "sim"``, else ``/dev/i2c-N``."""
+    bus = sim if s.bus == "sim" else open_bus(s.bus)
+    return drivers.REGISTRY[s.driver](bus, s.address, bus_name=str(s.bus), **s.driver_kwargs())
+
+
 def build_daemon(cfg: Config) -> Daemon:
     """Everything ``edged run`` needs, opened and wired."""
     state_dir = ensure_dir(Path(cfg.state.dir))
@@ -165,22 +193,26 @@ def build_daemon(cfg: Config) -> Daemon:
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
         engine.alert("state", problem="checkpoint_rejected", detail=p)
+    # Compile (or load from numba's cache) the feature kernels before the sensor threads run: a
+    # first-call JIT compile holds the GIL for up to seconds, longer than a 1 kHz IMU's FIFO lasts.
+    for task in engine.tasks.values():
+        fx = task.extractor
+        fx.compute(np.zeros((len(fx.channels), fx.window)))
 
     blocks: queue.Queue[Any] = queue.Queue(maxsize=2000)
-    world = None
-    sensors: list[SensorRunner] = []
     t0 = time.monotonic()
+    world = MachineWorld(cfg.simulator, t0) if uses_simulator(cfg) else None
+    sim = open_sim_bus(cfg, world)
+    sensors: list[SensorRunner] = []
     for i, (name, s) in enumerate(cfg.sensors.items()):
         if s.driver.startswith("sim_"):
-            if world is None:
-                world = MachineWorld(cfg.simulator, t0)
             drv = drivers.REGISTRY[s.driver](world, s.rate_hz, s.channels, seed=cfg.simulator.seed * 1000 + i)
         elif s.driver == "file":
             drv = drivers.REGISTRY["file"](s.path, s.channels, loop=s.loop)
-        else:  # pragma: no cover - chip drivers arrive with the driver issue
-            raise StateError(f"sensors.{name}: driver {s.driver!r} cannot be built here")
+        else:
+            drv = build_chip(s, sim)
         drv.name = name
-        poll = min(1.0, max(0.02, 32.0 / s.rate_hz))
+        poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / s.rate_hz))
         sensors.append(SensorRunner(name, drv, poll, blocks, lambda *a: daemon_ref["d"].on_sensor_health(*a)))
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
 

@@ -1,4 +1,4 @@
-"""Command line: ``edged run | check | replay | model show``.
+"""Command line: ``edged run | check | replay | model show | sensors scan``.
 
 Exit codes: 0 success, 1 failure at run time (state, files, broker refused), 2 invalid config
 or usage. Every subcommand takes ``-c/--config`` (default ``./config.toml``, then
@@ -42,7 +42,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
     for name, s in cfg.sensors.items():
-        print(f"  sensor {name}: {s.driver} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}")
+        where = f" on bus {s.bus} at 0x{s.address:02x}" if hasattr(s, "address") else ""
+        print(f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}")
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""
         print(f"  task {name}: {t.classifier.model}{extra} on {', '.join(t.channels)}, window {t.window}/{t.hop}")
@@ -305,6 +306,65 @@ def cmd_model_import(args: argparse.Namespace) -> int:
           f"the service loads it at its next start\n  {path}")
     return 0
 
+def cmd_sensors_scan(args: argparse.Namespace) -> int:
+    """Probe each configured I2C bus (and ``--bus N``) and list the chips that answer."""
+    cfg = _load(args.config)
+    _setup_logging(cfg, "warning")
+    import time
+
+    import drivers
+    from drivers.scan import scan
+    from drivers.simulator import MachineWorld
+    from edged.app import open_bus, open_sim_bus
+
+    configured: dict[tuple[str, int], tuple[str, str]] = {}
+    buses: list[str] = []
+    for name, s in cfg.sensors.items():
+        if hasattr(s, "address"):
+            configured[(str(s.bus), s.address)] = (name, s.driver)
+            if str(s.bus) not in buses:
+                buses.append(str(s.bus))
+    buses += [str(b) for b in args.bus or [] if str(b) not in buses]
+    if not buses:
+        print("no I2C sensors in the config; name a bus with --bus N", file=sys.stderr)
+        return 1
+    rows: list[dict[str, Any]] = []
+    for b in buses:
+        if b == "sim":
+            bus = open_sim_bus(cfg, MachineWorld(cfg.simulator, time.monotonic()))
+        else:
+            bus = open_bus(int(b))
+        try:
+            found = scan(bus, drivers.CHIPS, bus_name=b)
+        except OSError as exc:
+            print(f"edged: bus {b}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        finally:
+            bus.close()
+        seen = set()
+        for f in found:
+            seen.add(f.address)
+            name, want = configured.get((b, f.address), ("", ""))
+            status = "" if not name else ("ok" if f.driver == want else f"expected {want}")
+            rows.append({"bus": b, "address": f"0x{f.address:02x}", "chip": f.part or "unknown",
+                         "driver": f.driver or "", "sensor": name, "status": status})
+        for (cb, addr), (name, want) in configured.items():
+            if cb == b and addr not in seen:
+                rows.append({"bus": b, "address": f"0x{addr:02x}", "chip": "", "driver": "", "sensor": name,
+                             "status": f"no answer (expected {want})"})
+    bad = [r for r in rows if r["sensor"] and r["status"] != "ok"]
+    if args.json:
+        print(json.dumps({"devices": rows}, separators=(",", ":")))
+        return 1 if bad else 0
+    cols = ["bus", "address", "chip", "driver", "sensor", "status"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) if rows else len(c) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
+    for r in sorted(rows, key=lambda r: (r["bus"], r["address"])):
+        print("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    if not rows:
+        print("(nothing answers)")
+    return 1 if bad else 0
+
 
 def _iso(ts: Any) -> str:
     import datetime as dt
@@ -361,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task to import into (default: the exported task)")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_model_import)
+
+    sensors = sub.add_parser("sensors", help="inspect the I2C sensors")
+    ssub = sensors.add_subparsers(dest="sensors_command", required=True, metavar="ACTION")
+    p = ssub.add_parser("scan", parents=[common], help="probe the configured I2C bus(es) and list the chips found")
+    p.add_argument("--bus", type=int, action="append", metavar="N", help="also scan /dev/i2c-N (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_sensors_scan)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError
 
@@ -66,10 +66,7 @@ class SummaryConfig(StrictModel):
     interval_s: float = Field(60.0, gt=0)
 
 
-SensorUnion = Annotated[
-    drivers.simulator.SimImuConfig | drivers.simulator.SimEnvConfig | drivers.replay.FileSensorConfig,
-    Field(discriminator="driver"),
-]
+SensorUnion = Annotated[Union[drivers.CONFIGS], Field(discriminator="driver")]  # noqa: UP007 - built from a tuple
 
 
 class TaskConfig(StrictModel):
@@ -199,8 +196,10 @@ def _semantic_problems(cfg: Config) -> list[str]:
                 FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
+    problems += drivers.i2c.config_problems(cfg.sensors)
+    simulated = any(s.driver.startswith("sim_") or getattr(s, "bus", None) == "sim" for s in cfg.sensors.values())
     for kind, task in cfg.simulator.label_tasks.items():
-        if task not in cfg.tasks and any(s.driver.startswith("sim_") for s in cfg.sensors.values()):
+        if task not in cfg.tasks and simulated:
             problems.append(f"simulator.label_tasks.{kind}: no task named {task!r}")
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")

@@ -35,9 +35,12 @@ class SensorRunner:
     """Polls one driver on its own thread and hands blocks to the engine loop.
 
     A failing read marks the sensor ``degraded`` and is retried with exponential backoff
-    capped at 5 s; after 10 consecutive failures it is ``lost`` (still retried). Health changes
-    are logged and reported through ``on_health``; the first failure and the recovery are
-    logged, not every retry."""
+    capped at 5 s; after 10 consecutive failures it is ``lost`` (still retried). A driver that
+    reads fine but reports a data-quality problem (its ``fault``: stuck, saturated, FIFO
+    overflow, CRC errors) is ``degraded`` too. Health changes are logged and reported through
+    ``on_health``; the first failure and the recovery are logged, not every retry. An unexpected
+    exception from a driver is logged with its traceback and treated as a failed read: one
+    sensor never takes the others or the service down."""
 
     def __init__(self, name: str, driver: Any, poll_s: float, out: queue.Queue[Block],
                  on_health: Callable[[str, str, str], None]) -> None:
@@ -72,23 +75,31 @@ class SensorRunner:
         delay = self.poll_s
         next_t = time.monotonic()
         while not self._stop.is_set():
-            next_t += delay
             try:
                 block = self.driver.read_block(time.monotonic())
-            except (OSError, DriverError) as exc:
+            except Exception as exc:  # classified below: a driver bug must not kill the sensor thread
+                if not isinstance(exc, OSError | DriverError):
+                    log.exception("sensor_driver_crashed", sensor=self.name)
                 self.failures += 1
                 self._set_health("lost" if self.failures >= 10 else "degraded", f"{type(exc).__name__}: {exc}")
                 delay = min(5.0, self.poll_s * 2 ** min(self.failures, 10))
             else:
+                fault = getattr(self.driver, "fault", None)
                 if self.failures:
                     self.failures = 0
                     delay = self.poll_s
-                    self._set_health("ok", "reads succeed again")
+                    if fault is None:
+                        self._set_health("ok", "reads succeed again")
+                if fault is not None:
+                    self._set_health("degraded", fault)
+                elif self.health != "ok":
+                    self._set_health("ok", "readings are plausible again")
                 if block is not None and len(block):
                     try:
                         self.out.put_nowait(block)
                     except queue.Full:
                         self.dropped_blocks += 1
+            next_t += delay  # after the read: a recovered sensor is polled at its rate at once
             wait = next_t - time.monotonic()
             if wait < -1.0:
                 next_t = time.monotonic()  # fell behind (suspend, clock trouble): don't burst
@@ -212,7 +223,8 @@ class Daemon:
 
     def publish_summary(self) -> None:
         extra = {"mqtt": self.publisher.stats(),
-                 "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks} for s in self.sensors}}
+                 "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks,
+                                      **dict(getattr(s.driver, "stats", {}))} for s in self.sensors}}
         self.publisher.send("summary", self.engine.summary(time.time(), extra), "summary")
 
     def checkpoint(self) -> bool:

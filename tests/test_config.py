@@ -25,11 +25,13 @@ def _problems(raw: dict) -> list[str]:
 
 class TestShippedConfig:
     def test_shipped_config_is_valid(self) -> None:
-        """config.toml: simulated IMU >= 100 Hz with 6 axes, env sensor ~1 Hz, both tasks, local broker."""
+        """config.toml: an emulated IMU chip >= 100 Hz with 6 axes, an emulated env chip ~1 Hz, both
+        tasks, local broker."""
         cfg, _ = load(str(REPO / "config.toml"))
         assert cfg.mqtt.host == "127.0.0.1" and cfg.mqtt.port == 1883
         imu = cfg.sensors["imu"]
-        assert imu.driver == "sim_imu" and imu.rate_hz >= 100
+        assert imu.driver == "mpu6050" and imu.bus == "sim" and imu.rate_hz >= 100
+        assert cfg.sensors["env"].driver == "bme280" and cfg.sensors["env"].bus == "sim"
         assert cfg.sensor_channels()["imu"] == ("ax", "ay", "az", "gx", "gy", "gz")
         assert set(cfg.sensor_channels()["env"]) == {"temperature", "humidity", "pressure"}
         assert set(cfg.tasks) == {"activity", "maintenance"}
