@@ -41,6 +41,11 @@ def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
     return float(cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz)
 
 
+# DSP keys added after the first release: in the fingerprint only when set to something other
+# than their default, so that existing checkpoints keep loading into an unchanged config.
+_DSP_KEYS = ("accel_unit", "velocity_band_hz", "fusion", "shaft", "bearing", "context_rate_s")
+
+
 def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
     """Identity of a task's feature layout and learner: a checkpoint only loads into the same."""
     spec = {
@@ -48,6 +53,9 @@ def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
         "bands_hz": tcfg.bands_hz, "log_bands": tcfg.log_bands, "rate_hz": rate_hz,
         "classifier": tcfg.classifier.model_dump(), "anomaly": tcfg.anomaly.model_dump() if tcfg.anomaly else None,
     }
+    for key in _DSP_KEYS:
+        if getattr(tcfg, key) != TaskConfig.model_fields[key].default:
+            spec[key] = tcfg.model_dump(include={key})[key]
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -59,17 +67,18 @@ def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
 
 def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, Any]:
     """A TaskPipeline per configured task (with restored models where given)."""
-    from pipelines.features import FeatureExtractor
+    from pipelines.dsp import build_dsp
     from pipelines.task import TaskPipeline
     from pipelines.windowing import Windower
 
     out = {}
     for name, t in cfg.tasks.items():
         rate = task_rate(cfg, t)
-        fx = FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
-        windower = Windower(len(t.channels) + len(t.context), t.window, t.hop)
+        dsp = build_dsp(t, rate)
+        windower = Windower(dsp.extractor.rows + len(t.context), t.window, t.hop, derive=dsp.stream)
         model = (models or {}).get(name) or new_model(name, t, rate)
-        out[name] = TaskPipeline(name, model, fx, windower, t.context, t.label_horizon_s)
+        out[name] = TaskPipeline(name, model, dsp.extractor, windower, t.context, t.label_horizon_s,
+                                 t.context_rate_s)
     return out
 
 
