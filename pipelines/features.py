@@ -268,6 +268,25 @@ def _fft_inplace(re: np.ndarray, im: np.ndarray, bitrev: np.ndarray, tw_re: np.n
 
 
 @njit(**JIT)
+def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, c0: int,
+                 c1: int) -> None:  # pragma: no cover - compiled
+    """One-sided power spectra of two real signals packed as ``a + i b`` and transformed
+    (``re + i im``), into rows ``c0`` and ``c1`` (-1: none) of ``psd``; separated by conjugate
+    symmetry: ``A_k = (Z_k + conj(Z_{p-k})) / 2``, ``B_k = (Z_k - conj(Z_{p-k})) / 2i``."""
+    p = re.shape[0]
+    for k in range(p // 2 + 1):
+        kk = (p - k) % p
+        r0 = 0.5 * (re[k] + re[kk])
+        i0 = 0.5 * (im[k] - im[kk])
+        w = scale if (k == 0 or 2 * k == p) else 2.0 * scale
+        psd[c0, k] = w * (r0 * r0 + i0 * i0)
+        if c1 >= 0:
+            r1 = 0.5 * (im[k] + im[kk])
+            i1 = -0.5 * (re[k] - re[kk])
+            psd[c1, k] = w * (r1 * r1 + i1 * i1)
+
+
+@njit(**JIT)
 def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_re: np.ndarray,
                     tw_im: np.ndarray, scale: float, re: np.ndarray, im: np.ndarray,
                     psd: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -276,11 +295,10 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, bitrev: n
     Rows are mean-removed (``means``), windowed (``win``) and zero-padded to ``P`` =
     ``len(re)``; ``scale`` = 1 / (P * sum(win**2)), so the bins of a row add up to its
     (window-weighted) mean square. Two real rows share one complex FFT (row a as the real
-    part, row b as the imaginary part) and are separated by conjugate symmetry.
+    part, row b as the imaginary part).
     """
     n_ch, n = x.shape
     p = re.shape[0]
-    n_bins = p // 2 + 1
     for c0 in range(0, n_ch, 2):
         c1 = c0 + 1 if c0 + 1 < n_ch else -1
         m0 = means[c0]
@@ -297,17 +315,7 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, bitrev: n
             re[i] = 0.0
             im[i] = 0.0
         _fft_inplace(re, im, bitrev, tw_re, tw_im)
-        for k in range(n_bins):
-            kk = (p - k) % p
-            # X0 = (Z_k + conj(Z_{p-k})) / 2 ; X1 = (Z_k - conj(Z_{p-k})) / 2i
-            r0 = 0.5 * (re[k] + re[kk])
-            i0 = 0.5 * (im[k] - im[kk])
-            w = scale if (k == 0 or 2 * k == p) else 2.0 * scale
-            psd[c0, k] = w * (r0 * r0 + i0 * i0)
-            if c1 >= 0:
-                r1 = 0.5 * (im[k] + im[kk])
-                i1 = -0.5 * (re[k] - re[kk])
-                psd[c1, k] = w * (r1 * r1 + i1 * i1)
+        _split_power(re, im, scale, psd, c0, c1)
 
 
 @njit(**JIT)
@@ -433,49 +441,71 @@ def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_r
                        env_mean: np.ndarray, psd: np.ndarray) -> None:  # pragma: no cover - compiled
     """Envelope of each (band-passed) row of ``xb`` (C, N) and its power spectrum.
 
-    The envelope is the magnitude of the analytic signal, computed by FFT (the Hilbert
-    transform, as ``scipy.signal.hilbert(x, P)``: positive frequencies doubled, negative
-    ones zeroed, inverse FFT as the conjugate of the forward FFT of the conjugate). Its mean
-    goes to ``env_mean`` (C,), its one-sided power spectrum (mean removed, windowed, scaled
-    as in :func:`_power_spectrum`) to ``psd`` (C, P/2 + 1). ``env`` (N,) is work space.
+    The envelope is the magnitude of the analytic signal ``x + i H{x}``, zero-padded to ``P``
+    as ``scipy.signal.hilbert(x, P)``; the Hilbert transform ``H{x}`` has the spectrum
+    ``-i sgn(f) X``. Its mean goes to ``env_mean`` (C,), its one-sided power spectrum (mean
+    removed, windowed, scaled as in :func:`_power_spectrum`) to ``psd`` (C, P/2 + 1). ``env``
+    (2, N) is work space.
+
+    Rows go in pairs, three FFTs per pair: both rows forward as ``a + i b``; both (real)
+    Hilbert transforms back as ``H{a} + i H{b}`` (the inverse FFT as the conjugate of the
+    forward FFT of the conjugate); both envelope spectra as ``e_a + i e_b``.
     """
     n_ch, n = xb.shape
     p = re.shape[0]
     half = p // 2
-    for c in range(n_ch):
+    for c0 in range(0, n_ch, 2):
+        c1 = c0 + 1 if c0 + 1 < n_ch else -1
         for i in range(n):
-            re[i] = xb[c, i]
-            im[i] = 0.0
+            re[i] = xb[c0, i]
+            im[i] = xb[c1, i] if c1 >= 0 else 0.0
         for i in range(n, p):
             re[i] = 0.0
             im[i] = 0.0
         _fft_inplace(re, im, bitrev, tw_re, tw_im)
         for k in range(1, half):
-            re[k] *= 2.0
-            im[k] = -2.0 * im[k]  # doubled and conjugated for the inverse transform
-        im[0] = -im[0]
-        im[half] = -im[half]
-        for k in range(half + 1, p):
-            re[k] = 0.0
-            im[k] = 0.0
+            kk = p - k
+            ar = 0.5 * (re[k] + re[kk])  # A_k, the spectrum of row c0
+            ai = 0.5 * (im[k] - im[kk])
+            br = 0.5 * (im[k] + im[kk])  # B_k, of row c1
+            bi = -0.5 * (re[k] - re[kk])
+            # W = H{A} + i H{B}: W_k = -i A_k + B_k, W_{p-k} = i conj(A_k) - conj(B_k); stored conjugated
+            re[k] = ai + br
+            im[k] = ar - bi
+            re[kk] = ai - br
+            im[kk] = -(ar + bi)
+        re[0] = 0.0
+        im[0] = 0.0
+        re[half] = 0.0
+        im[half] = 0.0
         _fft_inplace(re, im, bitrev, tw_re, tw_im)
-        s = 0.0
+        s0 = 0.0
+        s1 = 0.0
         for i in range(n):
-            e = math.sqrt(re[i] * re[i] + im[i] * im[i]) / p
-            env[i] = e
-            s += e
-        m = s / n
-        env_mean[c] = m
+            a = xb[c0, i]
+            h = re[i] / p
+            e = math.sqrt(a * a + h * h)
+            env[0, i] = e
+            s0 += e
+            if c1 >= 0:
+                b = xb[c1, i]
+                g = im[i] / p
+                e = math.sqrt(b * b + g * g)
+                env[1, i] = e
+                s1 += e
+        m0 = s0 / n
+        m1 = s1 / n
+        env_mean[c0] = m0
+        if c1 >= 0:
+            env_mean[c1] = m1
         for i in range(n):
-            re[i] = (env[i] - m) * win[i]
-            im[i] = 0.0
+            re[i] = (env[0, i] - m0) * win[i]
+            im[i] = (env[1, i] - m1) * win[i] if c1 >= 0 else 0.0
         for i in range(n, p):
             re[i] = 0.0
             im[i] = 0.0
         _fft_inplace(re, im, bitrev, tw_re, tw_im)
-        for k in range(half + 1):
-            w = scale if (k == 0 or k == half) else 2.0 * scale
-            psd[c, k] = w * (re[k] * re[k] + im[k] * im[k])
+        _split_power(re, im, scale, psd, c0, c1)
 
 
 @njit(**JIT)
@@ -698,7 +728,7 @@ class FeatureExtractor:
             self.harmonics = int(harmonics)
             self._defect_x = np.array([self.defects[d] for d in DEFECTS])
             self._centers = np.zeros(len(DEFECTS))
-            self._env = np.zeros(self.window)
+            self._env = np.zeros((2, self.window))
             self._env_mean = np.zeros(n_raw)
             self._env_psd = np.zeros((n_raw, n_bins))
             self._env_lines = np.zeros((n_raw, len(DEFECTS)))
