@@ -20,13 +20,16 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines.evaluation import Prequential
-from pipelines.features import FeatureExtractor
 from pipelines.learners import TaskModel
 from pipelines.windowing import DERIVED, Windower
+
+if TYPE_CHECKING:  # not at run time: importing numba here would precede set_jit_cache (edged.app)
+    from pipelines.features import FeatureExtractor
 
 MAX_OPEN_LABELS = 64
 

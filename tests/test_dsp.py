@@ -76,6 +76,19 @@ class TestAgainstReferences:
         assert all(re.fullmatch(r"[a-z]+\.[a-z0-9_.]+", n) for n in fx.names)
 
 
+class TestFFT:
+    @pytest.mark.parametrize("p", [1 << k for k in range(13)])
+    def test_fft_matches_numpy(self, p: int) -> None:
+        """The in-place radix-2^2 FFT equals numpy.fft.fft for every power of two up to 4096 (atol 1e-12 x p)."""
+        from pipelines.features import _fft_inplace, fft_tables
+
+        rng = np.random.default_rng(p)
+        z = rng.standard_normal(p) + 1j * rng.standard_normal(p)
+        re, im = z.real.copy(), z.imag.copy()
+        _fft_inplace(re, im, *fft_tables(p))
+        np.testing.assert_allclose(re + 1j * im, np.fft.fft(z), rtol=0, atol=1e-12 * p)
+
+
 class TestPhysics:
     def test_velocity_rms_of_a_sine(self) -> None:
         """A 1 m/s^2 sine at 80 Hz has velocity RMS 1000/(2 pi 80 sqrt 2) mm/s (within 1 %); in g, x9.80665."""
@@ -379,3 +392,21 @@ class TestCwruBearings:
         pred = np.array(classes)[np.argmin(((z[:, None, :] - centroids[None]) ** 2).sum(-1), 1)]
         assert len(set(y[~train])) == 4 and (~train).sum() > 40
         assert np.mean(pred[~train] == y[~train]) >= 0.95
+
+
+def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
+    """The CLI sets the JIT cache under <state.dir> before numba is first imported (else a
+    read-only install recompiles at every start)."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text((REPO / "config.toml").read_text().replace('dir = "state"', 'dir = "st"'))
+    code = ("import sys; from edged.cli import _load; _load(sys.argv[1]); import edged.app, edged.replay; "
+            "from numba.core import config; print(config.CACHE_DIR)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, env=env, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "st" / "numba-cache")
