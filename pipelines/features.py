@@ -195,7 +195,7 @@ def _motion(x: np.ndarray, triads: np.ndarray, norm: np.ndarray, out: np.ndarray
 
 # -- FFT and spectra -----------------------------------------------------------------------------------
 @njit(**JIT)
-def _fft_inplace(re: np.ndarray, im: np.ndarray, bitrev: np.ndarray, tw_re: np.ndarray,
+def _fft_inplace(re: np.ndarray, im: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
                  tw_im: np.ndarray) -> None:  # pragma: no cover - compiled
     """Iterative radix-2 decimation-in-time complex FFT of ``re + i*im`` in place (length a
     power of two), two stages per pass over the data (radix-2^2 butterflies).
@@ -207,11 +207,11 @@ def _fft_inplace(re: np.ndarray, im: np.ndarray, bitrev: np.ndarray, tw_re: np.n
     ``(k+h, k+3h)`` with ``W_4h^(k+h) = -i W_4h^k``.
     """
     n = re.shape[0]
-    for i in range(n):
-        j = bitrev[i]
-        if j > i:
-            re[i], re[j] = re[j], re[i]
-            im[i], im[j] = im[j], im[i]
+    for s in range(swaps.shape[0]):  # the bit-reversal permutation as a list of swaps
+        i = swaps[s, 0]
+        j = swaps[s, 1]
+        re[i], re[j] = re[j], re[i]
+        im[i], im[j] = im[j], im[i]
     stages = 0
     while (1 << stages) < n:
         stages += 1
@@ -226,6 +226,25 @@ def _fft_inplace(re: np.ndarray, im: np.ndarray, bitrev: np.ndarray, tw_re: np.n
             re[a] += tr
             im[a] += ti
         h = 2
+    elif n >= 4:  # stages 1 and 2 together: twiddles 1 and -i, no multiplication
+        for i0 in range(0, n, 4):
+            a0r = re[i0] + re[i0 + 1]
+            a0i = im[i0] + im[i0 + 1]
+            a1r = re[i0] - re[i0 + 1]
+            a1i = im[i0] - im[i0 + 1]
+            a2r = re[i0 + 2] + re[i0 + 3]
+            a2i = im[i0 + 2] + im[i0 + 3]
+            a3r = re[i0 + 2] - re[i0 + 3]
+            a3i = im[i0 + 2] - im[i0 + 3]
+            re[i0] = a0r + a2r
+            im[i0] = a0i + a2i
+            re[i0 + 2] = a0r - a2r
+            im[i0 + 2] = a0i - a2i
+            re[i0 + 1] = a1r + a3i  # a1 + (-i) a3
+            im[i0 + 1] = a1i - a3r
+            re[i0 + 3] = a1r - a3i
+            im[i0 + 3] = a1i + a3r
+        h = 4
     while h < n:
         o1 = h - 1
         o2 = 2 * h - 1
@@ -287,7 +306,7 @@ def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, 
 
 
 @njit(**JIT)
-def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_re: np.ndarray,
+def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
                     tw_im: np.ndarray, scale: float, re: np.ndarray, im: np.ndarray,
                     psd: np.ndarray) -> None:  # pragma: no cover - compiled
     """One-sided power spectrum of each row of ``x`` (C, N) into ``psd`` (C, P/2 + 1).
@@ -314,7 +333,7 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, bitrev: n
         for i in range(n, p):
             re[i] = 0.0
             im[i] = 0.0
-        _fft_inplace(re, im, bitrev, tw_re, tw_im)
+        _fft_inplace(re, im, swaps, tw_re, tw_im)
         _split_power(re, im, scale, psd, c0, c1)
 
 
@@ -436,7 +455,7 @@ def _peak_frequency(psd: np.ndarray, k_lo: int, k_hi: int, df: float) -> float: 
 
 
 @njit(**JIT)
-def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_re: np.ndarray,
+def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
                        tw_im: np.ndarray, scale: float, re: np.ndarray, im: np.ndarray, env: np.ndarray,
                        env_mean: np.ndarray, psd: np.ndarray) -> None:  # pragma: no cover - compiled
     """Envelope of each (band-passed) row of ``xb`` (C, N) and its power spectrum.
@@ -462,7 +481,7 @@ def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_r
         for i in range(n, p):
             re[i] = 0.0
             im[i] = 0.0
-        _fft_inplace(re, im, bitrev, tw_re, tw_im)
+        _fft_inplace(re, im, swaps, tw_re, tw_im)
         for k in range(1, half):
             kk = p - k
             ar = 0.5 * (re[k] + re[kk])  # A_k, the spectrum of row c0
@@ -478,7 +497,7 @@ def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_r
         im[0] = 0.0
         re[half] = 0.0
         im[half] = 0.0
-        _fft_inplace(re, im, bitrev, tw_re, tw_im)
+        _fft_inplace(re, im, swaps, tw_re, tw_im)
         s0 = 0.0
         s1 = 0.0
         for i in range(n):
@@ -504,7 +523,7 @@ def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, bitrev: np.ndarray, tw_r
         for i in range(n, p):
             re[i] = 0.0
             im[i] = 0.0
-        _fft_inplace(re, im, bitrev, tw_re, tw_im)
+        _fft_inplace(re, im, swaps, tw_re, tw_im)
         _split_power(re, im, scale, psd, c0, c1)
 
 
@@ -518,18 +537,19 @@ def _finite_or_nan(v: np.ndarray) -> None:  # pragma: no cover - compiled
 
 # -- tables --------------------------------------------------------------------------------------------
 def fft_tables(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bit-reversal permutation and per-stage twiddles for :func:`_fft_inplace` of length ``p``."""
+    """Bit-reversal swaps (pairs ``i < j``) and per-stage twiddles for :func:`_fft_inplace` of length ``p``."""
     bits = p.bit_length() - 1
     idx = np.arange(p)
     rev = np.zeros(p, dtype=np.int64)
     for b in range(bits):
         rev |= ((idx >> b) & 1) << (bits - 1 - b)
+    swaps = np.ascontiguousarray(np.stack([idx, rev], axis=1)[idx < rev])
     tw = np.ones(max(p - 1, 1), dtype=np.complex128)
     h = 1
     while h < p:
         tw[h - 1:2 * h - 1] = np.exp(-2j * np.pi * np.arange(h) / (2 * h))
         h *= 2
-    return rev, np.ascontiguousarray(tw.real), np.ascontiguousarray(tw.imag)
+    return swaps, np.ascontiguousarray(tw.real), np.ascontiguousarray(tw.imag)
 
 
 def hann(n: int) -> np.ndarray:
@@ -624,7 +644,7 @@ class FeatureExtractor:
             self.use_envelope and shaft_hz is None)
         if self.use_psd or self.use_envelope:
             self._win = hann(self.window)
-            self._bitrev, self._tw_re, self._tw_im = fft_tables(p)
+            self._swaps, self._tw_re, self._tw_im = fft_tables(p)
             self._scale = 1.0 / (p * float(np.sum(self._win**2)))
             self._re = np.zeros(p)
             self._im = np.zeros(p)
@@ -760,7 +780,7 @@ class FeatureExtractor:
             k += n
         if self.use_psd:
             self._means[:] = self._stats[:, 0]
-            _power_spectrum(vis, self._means, self._win, self._bitrev, self._tw_re, self._tw_im, self._scale,
+            _power_spectrum(vis, self._means, self._win, self._swaps, self._tw_re, self._tw_im, self._scale,
                             self._re, self._im, self._psd)
         if self.use_bands:
             _band_sums(self._psd, self._band_lo, self._band_hi, self.log, self._bands)
@@ -800,7 +820,7 @@ class FeatureExtractor:
             k += 1
         if self.use_envelope:
             np.multiply(self._defect_x, self._shaft_now[0], out=self._centers)
-            _envelope_spectrum(win[n_vis:], self._win, self._bitrev, self._tw_re, self._tw_im, self._scale,
+            _envelope_spectrum(win[n_vis:], self._win, self._swaps, self._tw_re, self._tw_im, self._scale,
                                self._re, self._im, self._env, self._env_mean, self._env_psd)
             _line_power(self._env_psd, self._df, self._centers, self.harmonics, self.line_tol, self._min_hw,
                         self.log, self._env_lines)
