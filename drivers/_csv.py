@@ -111,12 +111,6 @@ def _parse(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, out: np.ndarra
         if buf[q] == 10:  # blank line
             p = q + 1
             continue
-        for j in range(out.shape[1]):
-            out[row, j] = math.nan
-        for j in range(hashes.shape[1]):
-            hashes[row, j] = 0
-            spans[row, j, 0] = 0
-            spans[row, j, 1] = 0
         col = 0
         while True:  # one field per turn, up to the end of the line
             fs = p
@@ -137,22 +131,23 @@ def _parse(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, out: np.ndarra
                 fs += 1
                 fe -= 1
             kind = kinds[col] if col < n_cols else IGNORE
-            if fe > fs and kind == NUMBER:
-                v, ok = _number(buf, fs, fe)
-                if ok:
-                    out[row, slots[col]] = v
-                else:
+            if kind == NUMBER:
+                v, ok = _number(buf, fs, fe) if fe > fs else (math.nan, True)
+                out[row, slots[col]] = v if ok else math.nan
+                if not ok:
                     if n_fb < fallback.shape[0]:
                         fallback[n_fb, 0] = row
                         fallback[n_fb, 1] = col
                         fallback[n_fb, 2] = fs
                         fallback[n_fb, 3] = fe
                     n_fb += 1
-            elif fe > fs and kind == LABEL:
+            elif kind == LABEL:
                 h = _FNV_OFFSET
                 for k in range(fs, fe):
                     h = (h ^ np.uint64(buf[k])) * _FNV_PRIME
-                if h == 0:
+                if fe == fs:
+                    h = np.uint64(0)  # empty: no label
+                elif h == 0:
                     h = np.uint64(1)
                 hashes[row, slots[col]] = h
                 spans[row, slots[col], 0] = fs
@@ -162,6 +157,13 @@ def _parse(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, out: np.ndarra
                 p += 1
                 break
             p += 1
+        for c in range(col, n_cols):  # a short row: its missing cells are empty
+            if kinds[c] == NUMBER:
+                out[row, slots[c]] = math.nan
+            elif kinds[c] == LABEL:
+                hashes[row, slots[c]] = 0
+                spans[row, slots[c], 0] = 0
+                spans[row, slots[c], 1] = 0
         row += 1
     return row, n_fb
 

@@ -410,3 +410,48 @@ def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(tmp_path / "st" / "numba-cache")
+
+
+class TestTaskPipelineDsp:
+    def _task(self, **task: Any) -> Any:
+        from edged.app import build_tasks
+
+        raw = TestConfig()._raw(**task)
+        raw["sensors"]["env"] = {"driver": "sim_env", "rate_hz": 1}
+        return build_tasks(parse(raw))["t"]
+
+    def test_fusion_channels_reach_the_features(self) -> None:
+        """A task with [fusion] sees roll/pitch/linear acceleration of a tilted, shaken IMU as features."""
+        from scipy.spatial.transform import Rotation
+
+        task = self._task(features=["stats"], fusion={"outputs": ["roll", "pitch", "lax"], "beta": 0.02})
+        n = 5000
+        t = np.arange(n) / 500.0
+        g = Rotation.from_euler("ZYX", [0.0, -0.2, 0.35]).inv().apply([0, 0, 9.80665])
+        x = np.zeros((n, 6))
+        x[:, :3] = g
+        x[:, 0] += 0.3 * np.sin(2 * np.pi * 3.0 * t)  # shaken along x
+        preds = task.process(t, x, task.bind(IMU), None, lambda v: v, {})
+        f = dict(zip(task.names, task._vec.tolist(), strict=True))  # noqa: SLF001 - the last window's features
+        assert len(preds) > 10
+        assert f["roll.mean"] == pytest.approx(0.35, abs=0.01) and f["pitch.mean"] == pytest.approx(-0.2, abs=0.01)
+        # beta 0.02: the attitude barely follows a 3 Hz shake (a larger beta lets motion leak into it)
+        assert f["lax.std"] == pytest.approx(0.3 / math.sqrt(2), rel=0.1) and abs(f["lax.mean"]) < 0.1
+
+    def test_context_rate_of_change(self) -> None:
+        """ctx.<c>.rate is the slope of a slow channel over context_rate_s, aligned to window ends;
+        it restarts when time goes back (the next replayed file)."""
+        task = self._task(features=["stats"], context=["temperature"], context_rate_s=30.0)
+        assert task.names[-2:] == ("ctx.temperature", "ctx.temperature.rate")
+        n = 500 * 120
+        t = np.arange(n) / 500.0
+        x = np.zeros((n, 7))
+        x[:, 6] = 20.0 + 0.05 * t  # degC, rising 0.05 degC/s
+        rates = []
+        for a in range(0, n, 5000):
+            task.process(t[a:a + 5000], x[a:a + 5000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
+            rates.append(task._vec[-1])  # noqa: SLF001
+        assert rates[-1] == pytest.approx(0.05, rel=1e-6) and task._slopes[0].hist[-1][0] - task._slopes[0].hist[0][0] <= 31  # noqa: SLF001
+        task.windower.reset()
+        task.process(t[:1000], x[:1000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
+        assert task._slopes[0].hist[0][0] < 1.0  # noqa: SLF001 - started again, not a slope across files
