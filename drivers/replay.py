@@ -2,9 +2,9 @@
 
 CSV or ``.csv.gz`` with a header row: ``t`` (seconds, non-decreasing), channel columns, and
 ``label.<task>`` columns holding a class name (empty = unlabelled). Files are never loaded
-whole: :func:`read_recording` yields :class:`~drivers.base.Block` s of ``chunk_rows`` rows,
-parsed by numpy's C reader. Empty channel cells become NaN (the engine fills them with the
-channel's last value and counts them).
+whole: :func:`read_recording` yields :class:`~drivers.base.Block` s of about ``chunk_rows``
+rows, parsed by a numba kernel over the raw bytes (:mod:`drivers._csv`). Empty channel cells
+become NaN (the engine fills them with the channel's last value and counts them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal, TextIO
+from typing import BinaryIO, ClassVar, Literal, TextIO
 
 import numpy as np
 from pydantic import Field
@@ -53,23 +53,10 @@ def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
     return channels, labels
 
 
-def _numeric(path: Path, lines: list[str], usecols: list[int], first_row: int) -> np.ndarray:
-    try:
-        return np.loadtxt(lines, delimiter=",", usecols=usecols, dtype=np.float64, ndmin=2, quotechar='"')
-    except ValueError:
-        pass
-    # Slow path for empty cells (sparse slow channels) or a bad row: find and report it.
-    out = np.empty((len(lines), len(usecols)))
-    for r, line in enumerate(lines):
-        fields = line.rstrip("\r\n").split(",")
-        for j, c in enumerate(usecols):
-            cell = fields[c].strip() if c < len(fields) else ""
-            try:
-                out[r, j] = float(cell) if cell else math.nan
-            except ValueError:
-                raise RecordingError(f"{path}: data row {first_row + r + 1}, column {c + 1}: "
-                                     f"not a number: {cell[:40]!r}") from None
-    return out
+def _open_binary(path: Path) -> BinaryIO:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
 def text_size(path: str | Path) -> int:
@@ -84,36 +71,66 @@ def text_size(path: str | Path) -> int:
 
 def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "file",
                    progress: Callable[[int], None] | None = None) -> Iterator[Block]:
-    """Stream ``path`` as blocks; labels arrive as ``{task: (codes, vocabulary)}``.
-    ``progress`` is called with the number of characters consumed per chunk."""
+    """Stream ``path`` as blocks of about ``chunk_rows`` rows; labels arrive as
+    ``{task: (codes, vocabulary)}``. Bytes are split and parsed by a numba kernel
+    (:mod:`drivers._csv`); unusual number cells go through ``float()``. ``progress`` is
+    called with the number of bytes of text consumed per chunk."""
+    from drivers._csv import IGNORE, LABEL, NUMBER, parse_rows
+
     p = Path(path)
     try:
-        f = _open(p)
+        f = _open_binary(p)
     except OSError as exc:
         raise RecordingError(f"{p}: cannot open: {exc.strerror or exc}") from None
     with f:
         try:
-            header = f.readline()
+            head = f.readline()
+            header = head.decode("utf-8")
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise RecordingError(f"{p}: cannot read: {exc}") from None
+        if progress is not None:
+            progress(len(head))
         channels, label_cols = _parse_header(p, header)
-        n_cols = 1 + len(channels) + len(label_cols)
         all_cols = [c.strip().strip('"') for c in header.rstrip("\r\n").split(",")]
-        chan_idx = [all_cols.index(c) for c in channels]
+        kinds = np.zeros(len(all_cols), dtype=np.int64)
+        slots = np.zeros(len(all_cols), dtype=np.int64)
+        numbers = [0] + [all_cols.index(c) for c in channels]  # t, then the channels
+        for j, c in enumerate(numbers):
+            kinds[c], slots[c] = NUMBER, j
+        for j, c in enumerate(label_cols.values()):
+            kinds[c], slots[c] = LABEL, j
         row = 0
         last_t = -math.inf
-        approx_bytes = max(4096, chunk_rows * (12 * n_cols))
-        while True:
+        approx_bytes = max(4096, chunk_rows * (12 * len(all_cols)))
+        rest = b""
+        eof = False
+        while not eof:
             try:
-                lines = f.readlines(approx_bytes)
-            except (OSError, EOFError, UnicodeDecodeError) as exc:
+                data = f.read(approx_bytes)
+            except (OSError, EOFError) as exc:
                 raise RecordingError(f"{p}: cannot read after data row {row}: {exc}") from None
             if progress is not None:
-                progress(sum(map(len, lines)))
-            lines = [ln for ln in lines if ln.strip()]
-            if not lines:
-                return
-            num = _numeric(p, lines, [0, *chan_idx], row)
+                progress(len(data))
+            eof = not data
+            data = rest + data
+            cut = len(data) if eof else data.rfind(b"\n") + 1
+            if cut <= 0:  # no complete line yet: read on
+                rest = data
+                continue
+            rest = data[cut:]
+            buf = np.frombuffer(data, dtype=np.uint8, count=cut)
+            try:
+                num, labels_raw, cells = parse_rows(buf, kinds, slots, len(numbers), len(label_cols))
+            except UnicodeDecodeError as exc:
+                raise RecordingError(f"{p}: a label after data row {row} is not UTF-8 text: {exc}") from None
+            for r, c, text in cells:
+                try:
+                    num[r, slots[c]] = float(text)
+                except ValueError:
+                    raise RecordingError(f"{p}: data row {row + r + 1}, column {c + 1}: "
+                                         f"not a number: {text[:40]!r}") from None
+            if num.shape[0] == 0:
+                continue
             t = np.ascontiguousarray(num[:, 0])
             if not np.all(np.isfinite(t)):
                 bad = int(np.flatnonzero(~np.isfinite(t))[0])
@@ -123,21 +140,9 @@ def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "fil
                 raise RecordingError(f"{p}: data row {row + int(back[0]) + 1}: t goes backwards "
                                      "(the format requires non-decreasing t)")
             last_t = float(t[-1])
-            labels = None
-            if label_cols:
-                raw = np.loadtxt(lines, delimiter=",", usecols=list(label_cols.values()), dtype=str, ndmin=2,
-                                 quotechar='"', comments=None)
-                labels = {}
-                for j, task in enumerate(label_cols):
-                    col = np.char.strip(raw[:, j])
-                    vocab, codes = np.unique(col, return_inverse=True)
-                    codes = codes.astype(np.int32)
-                    empty = np.flatnonzero(vocab == "")
-                    if empty.size:
-                        codes[codes == empty[0]] = -1
-                    labels[task] = (codes, tuple(str(v) for v in vocab))
+            labels = dict(zip(label_cols, labels_raw, strict=True)) if label_cols else None
             yield Block(source, tuple(channels), t, np.ascontiguousarray(num[:, 1:]), labels)
-            row += len(lines)
+            row += num.shape[0]
 
 
 class FileSensorConfig(SensorConfig):

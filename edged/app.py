@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -42,6 +43,11 @@ def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
     return float(cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz)
 
 
+# DSP keys added after the first release: in the fingerprint only when set to something other
+# than their default, so that existing checkpoints keep loading into an unchanged config.
+_DSP_KEYS = ("accel_unit", "velocity_band_hz", "fusion", "shaft", "bearing", "context_rate_s")
+
+
 def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
     """Identity of a task's feature layout and learner: a checkpoint only loads into the same."""
     spec = {
@@ -49,6 +55,9 @@ def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
         "bands_hz": tcfg.bands_hz, "log_bands": tcfg.log_bands, "rate_hz": rate_hz,
         "classifier": tcfg.classifier.model_dump(), "anomaly": tcfg.anomaly.model_dump() if tcfg.anomaly else None,
     }
+    for key in _DSP_KEYS:
+        if getattr(tcfg, key) != TaskConfig.model_fields[key].default:
+            spec[key] = tcfg.model_dump(include={key})[key]
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -61,17 +70,18 @@ def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
 
 def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, Any]:
     """A TaskPipeline per configured task (with restored models where given)."""
-    from pipelines.features import FeatureExtractor
+    from pipelines.dsp import build_dsp
     from pipelines.task import TaskPipeline
     from pipelines.windowing import Windower
 
     out = {}
     for name, t in cfg.tasks.items():
         rate = task_rate(cfg, t)
-        fx = FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
-        windower = Windower(len(t.channels) + len(t.context), t.window, t.hop)
+        dsp = build_dsp(t, rate)
+        windower = Windower(dsp.extractor.rows + len(t.context), t.window, t.hop, derive=dsp.stream)
         model = (models or {}).get(name) or new_model(name, t, rate)
-        out[name] = TaskPipeline(name, model, fx, windower, t.context, t.label_horizon_s)
+        out[name] = TaskPipeline(name, model, dsp.extractor, windower, t.context, t.label_horizon_s,
+                                 t.context_rate_s)
     return out
 
 
@@ -80,6 +90,24 @@ def build_engine(cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict
     return Engine(cfg.device.id, build_tasks(cfg, models), sink, seq, wall,
                   label_max_bytes=cfg.mqtt.label_max_bytes, labels_per_s=cfg.mqtt.labels_per_s,
                   allowed_classes=allowed)
+
+
+def warm_up(cfg: Config) -> None:
+    """Run every task's whole pipeline once on throwaway copies, before sensor threads start.
+
+    A first call compiles numba kernels (or loads them from the cache) and imports river's
+    lazily loaded code while holding the GIL, for up to seconds: longer than a 1 kHz IMU's FIFO
+    lasts. Doing it here keeps that stall out of acquisition."""
+    rng = np.random.default_rng(0)
+    for task in build_tasks(cfg).values():
+        chans = task.channels + task.context
+        n = task.windower.window + task.windower.hop
+        t = np.arange(n) / task_rate(cfg, cfg.tasks[task.name])
+        x = rng.standard_normal((n, len(chans)))
+        cols = task.bind(tuple(chans))
+        assert cols is not None
+        for pred in task.process(t, x, cols, None, lambda v: v, {}):
+            task.apply_label("warm-up", pred.ts_start, pred.ts, False, 0.0)
 
 
 def checkpoint_meta(model: Any) -> dict[str, Any]:
@@ -193,11 +221,12 @@ def build_daemon(cfg: Config) -> Daemon:
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
         engine.alert("state", problem="checkpoint_rejected", detail=p)
-    # Compile (or load from numba's cache) the feature kernels before the sensor threads run: a
-    # first-call JIT compile holds the GIL for up to seconds, longer than a 1 kHz IMU's FIFO lasts.
-    for task in engine.tasks.values():
-        fx = task.extractor
-        fx.compute(np.zeros((len(fx.channels), fx.window)))
+    warm_up(cfg)
+    # Everything built so far lives as long as the service: move it out of the collector's
+    # reach, so a full collection scans only new objects (a full pass over river's and numba's
+    # objects took ~100 ms, holding the GIL longer than a 1 kHz IMU FIFO lasts).
+    gc.collect()
+    gc.freeze()
 
     blocks: queue.Queue[Any] = queue.Queue(maxsize=2000)
     t0 = time.monotonic()

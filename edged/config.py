@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 import drivers
 from drivers.base import StrictModel
 from drivers.simulator import SimulatorConfig
+from pipelines.dsp import BearingParams, FeatureSet, FusionParams, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
@@ -74,9 +75,15 @@ class TaskConfig(StrictModel):
     context: list[str] = []  # slow channels added as their latest value
     window: int = Field(ge=8, le=1 << 20)  # samples
     hop: int = Field(ge=1)
-    features: list[Literal["stats", "bands"]] = Field(["stats", "bands"], min_length=1)
+    features: list[FeatureSet] = Field(["stats", "bands"], min_length=1)
     bands_hz: list[float] = []
-    log_bands: bool = True
+    log_bands: bool = True  # log10 of power features (bands, shaft and envelope lines)
+    accel_unit: Literal["m/s2", "g"] = "m/s2"  # for velocity (mm/s) and gravity in fusion
+    velocity_band_hz: list[float] = Field([10.0, 1000.0], min_length=2, max_length=2)  # ISO 10816, clipped to Nyquist
+    fusion: FusionParams | None = None  # orientation (derived channels roll, pitch, ...) from ax..gz
+    shaft: ShaftParams | None = None  # for the shaft and envelope feature sets
+    bearing: BearingParams | None = None  # for the envelope feature set
+    context_rate_s: float | None = Field(None, gt=0)  # add ctx.<c>.rate: rate of change over this span
     classifier: ClassifierParams = HoeffdingTreeParams(model="hoeffding_tree")
     anomaly: AnomalyParams | None = None
     classes: list[str] = []  # allowed class names; empty = any
@@ -191,9 +198,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
         if len(sources) == 1:
             rate = cfg.sensors[sources.pop()].rate_hz
             try:
-                from pipelines.features import FeatureExtractor
+                from pipelines.dsp import build_dsp
 
-                FeatureExtractor(t.channels, rate, t.window, t.features, t.bands_hz, t.log_bands)
+                build_dsp(t, rate)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
     problems += drivers.i2c.config_problems(cfg.sensors)

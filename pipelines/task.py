@@ -20,15 +20,41 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines.evaluation import Prequential
-from pipelines.features import FeatureExtractor
 from pipelines.learners import TaskModel
-from pipelines.windowing import Windower
+from pipelines.windowing import DERIVED, Windower
+
+if TYPE_CHECKING:  # not at run time: importing numba here would precede set_jit_cache (edged.app)
+    from pipelines.features import FeatureExtractor
 
 MAX_OPEN_LABELS = 64
+
+
+class _Slope:
+    """Rate of change of a slow channel at window ends: the difference to the newest value at
+    least ``horizon_s`` older (or the oldest kept), per second; NaN until there are two times."""
+
+    __slots__ = ("horizon_s", "hist")
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self.hist: deque[tuple[float, float]] = deque()
+
+    def update(self, t: float, v: float) -> float:
+        h = self.hist
+        if not math.isfinite(v):
+            return math.nan
+        if h and t < h[-1][0]:
+            h.clear()  # time went back: a new stream (the next replayed file)
+        h.append((t, v))
+        while len(h) > 2 and t - h[1][0] >= self.horizon_s:
+            h.popleft()
+        t0, v0 = h[0]
+        return (v - v0) / (t - t0) if t > t0 else math.nan
 
 
 @dataclass(slots=True)
@@ -76,17 +102,20 @@ class TaskPipeline:
     """Windows, features and the model of one task."""
 
     def __init__(self, name: str, model: TaskModel, extractor: FeatureExtractor, windower: Windower,
-                 context: Sequence[str] = (), horizon_s: float = 600.0) -> None:
+                 context: Sequence[str] = (), horizon_s: float = 600.0, context_rate_s: float | None = None) -> None:
         self.name = name
         self.model = model
         self.extractor = extractor
         self.windower = windower
         self.channels = extractor.channels
         self.context = tuple(context)
-        if windower.rows != len(self.channels) + len(self.context):
-            raise ValueError("the windower needs a row per channel and per context channel")
+        self._rows = extractor.rows  # sensor channels, then derived rows (written by the windower's hook)
+        if windower.rows != self._rows + len(self.context):
+            raise ValueError("the windower needs a row per channel, per derived row and per context channel")
         self.horizon_s = horizon_s
-        self.names: tuple[str, ...] = extractor.names + tuple(f"ctx.{c}" for c in self.context)
+        self._slopes = [_Slope(context_rate_s) for _ in self.context] if context_rate_s else []
+        self.names: tuple[str, ...] = (extractor.names + tuple(f"ctx.{c}" for c in self.context)
+                                       + tuple(f"ctx.{c}.rate" for c in self.context if self._slopes))
         self._vec = np.zeros(len(self.names))
         self._bindings: dict[tuple[str, ...], list[int] | None] = {}
         self.pending: deque[Record] = deque()
@@ -106,7 +135,8 @@ class TaskPipeline:
         if cols is None and channels not in self._bindings:
             index = {c: i for i, c in enumerate(channels)}
             if all(c in index for c in self.channels):
-                cols = [index[c] for c in self.channels] + [index.get(c, -1) for c in self.context]
+                cols = ([index[c] for c in self.channels] + [DERIVED] * (self._rows - len(self.channels))
+                        + [index.get(c, -1) for c in self.context])
             self._bindings[channels] = cols
         return cols
 
@@ -119,14 +149,20 @@ class TaskPipeline:
             self.vocab.append(label)
         return c
 
-    def _features(self, data: np.ndarray, latest: dict[str, float]) -> dict[str, float]:
-        n_ch = len(self.channels)
+    def _features(self, data: np.ndarray, t_end: float, latest: dict[str, float]) -> dict[str, float]:
+        rows = self._rows
         k = len(self.extractor.names)
-        self._vec[:k] = self.extractor.compute(data[:n_ch])
+        vec = self._vec
+        vec[:k] = self.extractor.compute(data[:rows])
+        n_ctx = len(self.context)
         for i, name in enumerate(self.context):
-            v = float(data[n_ch + i, -1])
-            self._vec[k + i] = v if math.isfinite(v) else latest.get(name, math.nan)
-        return self._as_dict(self._vec)
+            v = float(data[rows + i, -1])
+            if not math.isfinite(v):
+                v = latest.get(name, math.nan)
+            vec[k + i] = v
+            if self._slopes:
+                vec[k + n_ctx + i] = self._slopes[i].update(t_end, v)
+        return self._as_dict(vec)
 
     def _as_dict(self, vec: np.ndarray) -> dict[str, float]:
         return {n: v for n, v in zip(self.names, vec.tolist(), strict=True) if v == v}  # v == v drops NaN
@@ -139,7 +175,7 @@ class TaskPipeline:
         model = self.model
         for win in self.windower.push(t, x, cols, label_codes):
             self.windows += 1
-            feats = self._features(win.data, latest)
+            feats = self._features(win.data, win.t_end, latest)
             label, scores = model.predict(feats)
             anomaly = model.score(feats) if model.detector is not None else None
             ts_end = wall(win.t_end)
