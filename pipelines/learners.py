@@ -380,11 +380,40 @@ def _count_splits(node: Any, acc: Counter[str]) -> None:
         stack.extend(getattr(n, "children", None) or [])
 
 
+def _leaf_gaussians(est: Any) -> dict[str, dict[str, Any]]:
+    """Per-feature, per-class Gaussians of a naive-Bayes model: GaussianNB, or a Hoeffding tree
+    that is still a single (naive-Bayes) leaf."""
+    if isinstance(getattr(est, "gaussians", None), dict):
+        return est.gaussians
+    root = getattr(est, "_root", None)
+    splitters = getattr(root, "splitters", None)
+    if isinstance(splitters, dict):
+        return {f: sp._att_dist_per_class for f, sp in splitters.items()  # noqa: SLF001
+                if isinstance(getattr(sp, "_att_dist_per_class", None), dict)}
+    return {}
+
+
+def _separation(gaussians: dict[str, dict[str, Any]], top: int) -> dict[str, float]:
+    """Fisher ratio per feature: variance of the class means over the mean class variance."""
+    out: dict[str, float] = {}
+    for feature, per_class in gaussians.items():
+        stats_ = [(g.n_samples, g.mu, g.sigma ** 2) for g in per_class.values() if g.n_samples > 1]
+        n = sum(c for c, _, _ in stats_)
+        if len(stats_) < 2 or n == 0:
+            continue
+        mean = sum(c * m for c, m, _ in stats_) / n
+        between = sum(c * (m - mean) ** 2 for c, m, _ in stats_) / n
+        within = sum(c * v for c, _, v in stats_) / n
+        if within > 0 and math.isfinite(between / within):
+            out[str(feature)] = round(between / within, 3)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:top])
+
+
 def explain(model: Any, top: int = 10) -> dict[str, Any]:
     """Feature reliance of an allow-listed classifier (see :meth:`TaskModel.reliance`)."""
     est = _unwrap(model)
     splits: Counter[str] = Counter()
-    if hasattr(est, "_root"):
+    if hasattr(est, "_root") and getattr(est._root, "children", None):  # noqa: SLF001
         _count_splits(est._root, splits)  # noqa: SLF001 - river keeps the tree here
         # inactive leaves: the tree hit max_size_mb and stopped growing there (river's bound)
         return {"kind": "split_counts", "features": dict(splits.most_common(top)), "nodes": est.n_nodes,
@@ -394,6 +423,10 @@ def explain(model: Any, top: int = 10) -> dict[str, Any]:
         for m in est.models:
             _count_splits(m._root, splits)  # noqa: SLF001
         return {"kind": "split_counts", "features": dict(splits.most_common(top)), "trees": len(est.models)}
+    gaussians = _leaf_gaussians(est)
+    if gaussians:
+        return {"kind": "class_separation", "features": _separation(gaussians, top),
+                "note": "one naive-Bayes leaf: between-class / within-class variance of each feature"}
     weights = getattr(est, "weights", None)
     if isinstance(weights, dict) and weights and all(isinstance(v, dict) for v in weights.values()):
         agg: Counter[str] = Counter()

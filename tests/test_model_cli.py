@@ -82,8 +82,8 @@ class TestModelCli:
         assert act["algorithm"] == "hoeffding_tree" and act["version"] == 3 and act["parent"] == 2
         assert act["n_learned"] > 100 and set(act["class_counts"]) <= {"off", "idle", "running"}
         assert 0 < act["metrics"]["accuracy"] <= 1 and "recent" in act["metrics"]
-        assert act["reliance"]["kind"] == "split_counts" and act["size_bytes"] > 0
-        assert all(name.count(".") >= 1 for name in act["reliance"]["features"])
+        assert act["reliance"]["kind"] in ("split_counts", "class_separation") and act["size_bytes"] > 0
+        assert act["reliance"]["features"] and all(name.count(".") >= 1 for name in act["reliance"]["features"])
         assert len(act["payload_sha256"]) == 64
         text = _cli("model", "show", "-c", str(trained)).stdout
         assert "relies on" in text and "version 3" in text
