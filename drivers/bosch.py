@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from drivers.base import DriverError
-from drivers.i2c import BusError, ChipDriver, Device, I2cSensorConfig, address_in
+from drivers.i2c import Device, I2cSensorConfig, SingleShotChip, address_in
 
 REG_CALIB1 = 0x88  # 0x88..0xA1: dig_T1..dig_P9, (0xA0 reserved), dig_H1
 REG_ID = 0xD0
@@ -154,12 +154,13 @@ def conversion_time_s(osrs_t: int, osrs_p: int, osrs_h: int | None) -> float:
     return ms / 1000.0
 
 
-class _BoschEnv(ChipDriver):
+class _BoschEnv(SingleShotChip):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
     ADDRESSES = (0x76, 0x77)
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 85.0), "pressure": (30000.0, 110000.0), "humidity": (0.0, 100.0)}
     STUCK_AFTER = 30
+    SATURATES = ("humidity", 0.0, 100.0)
 
     def __init__(self, bus: Any, address: int = 0x76, *, oversampling: int = 1, iir_filter: int = 0,
                  rate_hz: float = 1.0, channels: Sequence[str] | None = None, **kw: Any) -> None:
@@ -169,8 +170,6 @@ class _BoschEnv(ChipDriver):
         self.oversampling = oversampling
         self.iir_filter = iir_filter
         self.cal: Calibration | None = None
-        self.poll_s = 1.0 / self.rate_hz
-        self._due = -math.inf
         osrs_h = oversampling if self.HUMIDITY else None
         self.conversion_s = conversion_time_s(oversampling, oversampling, osrs_h)
         code = OSRS[oversampling]
@@ -246,26 +245,12 @@ class _BoschEnv(ChipDriver):
             out["humidity"] = compensate_h(adc_h, t_fine, self.cal) if adc_h != SKIPPED_16 else nan
         return out
 
-    def read(self) -> dict[str, float]:
-        """One forced conversion: temperature (degC), pressure (Pa)[, humidity (%RH)]."""
-        with self._lock:
-            self._ensure()
-            try:
-                return self._convert(*self._measure())
-            except BusError:
-                self.ready = False
-                raise
-
     def _acquire(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        if now < self._due:
+        """One forced conversion when due: temperature (degC), pressure (Pa)[, humidity (%RH)]."""
+        if not self._is_due(now):
             return None
-        # next sample one period after this one was due (or after now, if far behind)
-        self._due = (self._due if self._due > now - self.poll_s else now) + self.poll_s
         raw = self._measure()
-        vals = self._convert(*raw)
-        x = np.array([[vals[c] for c in self.CHANNELS]])
-        sat = np.array([self.HUMIDITY and vals["humidity"] in (0.0, 100.0)])
-        return np.array([now]), np.array([raw[:len(self.CHANNELS)]], dtype=np.int64), x, sat
+        return self._sample(now, raw, self._convert(*raw))
 
 
 class BME280(_BoschEnv):

@@ -510,3 +510,50 @@ class LinuxBus:
         if self._bus is not None:
             self._bus.close()
             self._bus = None
+
+
+class SingleShotChip(ChipDriver):
+    """A chip read one triggered measurement at a time (environmental sensors): ``read()`` and
+    the ``rate_hz`` schedule are shared; subclasses give ``_measure`` (raw words, raises
+    ``BusError``/``CrcError``) and ``_convert`` (raw words -> channel values)."""
+
+    #: channel whose value pinned at either end of its range counts as saturation
+    SATURATES: ClassVar[tuple[str, float, float] | None] = None
+
+    def __init__(self, bus: Any, address: int, **kw: Any) -> None:
+        super().__init__(bus, address, **kw)
+        self.poll_s = 1.0 / self.rate_hz
+        self._due = -math.inf
+
+    def _measure(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _convert(self, *raw: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def read(self) -> dict[str, float]:
+        """One measurement: channel -> value."""
+        with self._lock:
+            self._ensure()
+            try:
+                return self._convert(*self._measure())
+            except BusError:
+                self.ready = False
+                raise
+
+    def _is_due(self, now: float) -> bool:
+        if now < self._due:
+            return False
+        # next sample one period after this one was due (or after now, if far behind)
+        self._due = (self._due if self._due > now - self.poll_s else now) + self.poll_s
+        return True
+
+    def _sample(self, now: float, raw: Sequence[int], vals: dict[str, float]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One sample in the ``_acquire`` shape."""
+        sat = False
+        if self.SATURATES is not None and self.SATURATES[0] in vals:
+            ch, lo, hi = self.SATURATES
+            sat = vals[ch] in (lo, hi)
+        x = np.array([[vals[c] for c in self.CHANNELS]])
+        return np.array([now]), np.array([raw[:len(self.CHANNELS)]], dtype=np.int64), x, np.array([sat])

@@ -12,7 +12,6 @@ duration before reading. Addresses: SHT3x 0x44 (ADDR low) or 0x45; SHT4x 0x44 (S
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +19,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from drivers.base import DeviceNotFound
-from drivers.i2c import NO_ACK, BusError, ChipDriver, CrcError, Device, I2cSensorConfig, address_in, crc8
+from drivers.i2c import NO_ACK, BusError, CrcError, Device, I2cSensorConfig, SingleShotChip, address_in, crc8
 
 # SHT3x-DIS datasheet, table 9 (single shot, clock stretching disabled) and table 4 (max durations)
 SHT3X_MEASURE = {"high": (b"\x24\x00", 0.0155), "medium": (b"\x24\x0b", 0.0065), "low": (b"\x24\x16", 0.0045)}
@@ -69,9 +68,10 @@ def sht4x_humidity(s_rh: int) -> float:
     return min(100.0, max(0.0, -6.0 + 125.0 * s_rh / 65535.0))
 
 
-class _Sensirion(ChipDriver):
+class _Sensirion(SingleShotChip):
     CHANNELS = ("temperature", "humidity")
     STUCK_AFTER = 30
+    SATURATES = ("humidity", 0.0, 100.0)
     MEASURE: ClassVar[dict[str, tuple[bytes, float]]] = {}
 
     def __init__(self, bus: Any, address: int = 0x44, *, precision: str = "high", rate_hz: float = 1.0,
@@ -80,12 +80,7 @@ class _Sensirion(ChipDriver):
         if precision not in self.MEASURE:
             raise ValueError(f"precision must be one of {list(self.MEASURE)}")
         self.command, self.wait_s = self.MEASURE[precision]
-        self.poll_s = 1.0 / self.rate_hz
-        self._due = -math.inf
         self._crc_run = 0
-
-    def _convert(self, s_t: int, s_rh: int) -> dict[str, float]:
-        raise NotImplementedError
 
     def _measure(self) -> tuple[int, int]:
         self.dev.command(self.command, "start a measurement")
@@ -93,22 +88,11 @@ class _Sensirion(ChipDriver):
         t, rh = words(self.dev.receive(6, "read the measurement"))
         return t, rh
 
-    def read(self) -> dict[str, float]:
-        """One single-shot measurement: temperature (degC), humidity (%RH); raises CrcError
-        when a word is corrupted."""
-        with self._lock:
-            self._ensure()
-            try:
-                return self._convert(*self._measure())
-            except BusError:
-                self.ready = False
-                raise
-
     def _acquire(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        if now < self._due:
+        """One single-shot measurement when due: temperature (degC), humidity (%RH); a reading
+        with a corrupted word is dropped and counted (``read()`` raises CrcError instead)."""
+        if not self._is_due(now):
             return None
-        # next sample one period after this one was due (or after now, if far behind)
-        self._due = (self._due if self._due > now - self.poll_s else now) + self.poll_s
         try:
             raw = self._measure()
         except CrcError as exc:
@@ -118,10 +102,7 @@ class _Sensirion(ChipDriver):
                 self.flag("crc", f"{self._crc_run} readings in a row failed their CRC ({exc})", now)
             return None
         self._crc_run = 0
-        vals = self._convert(*raw)
-        x = np.array([[vals[c] for c in self.CHANNELS]])
-        sat = np.array([vals["humidity"] in (0.0, 100.0)])
-        return np.array([now]), np.array([raw], dtype=np.int64), x, sat
+        return self._sample(now, raw, self._convert(*raw))
 
 
 class SHT3x(_Sensirion):
