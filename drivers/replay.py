@@ -75,7 +75,7 @@ def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "fil
     ``{task: (codes, vocabulary)}``. Bytes are split and parsed by a numba kernel
     (:mod:`drivers._csv`); unusual number cells go through ``float()``. ``progress`` is
     called with the number of bytes of text consumed per chunk."""
-    from drivers._csv import IGNORE, LABEL, NUMBER, parse_rows
+    from drivers._csv import LABEL, NUMBER, parse_rows
 
     p = Path(path)
     try:

@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
