@@ -24,6 +24,7 @@ from edged.config import Config, TaskConfig
 from edged.engine import Engine, Sink
 from edged.mqtt import LabelInbox, Publisher
 from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
+from edged.spool import Spool, SpoolLimits, SpoolSeq
 from edged.state import ModelStore, SeqStore, StateError, ensure_dir, load_key
 
 log = structlog.get_logger("edged.app")
@@ -95,6 +96,14 @@ def checkpoint_meta(model: Any) -> dict[str, Any]:
     }
 
 
+def open_spool(cfg: Config, state_dir: Path) -> Spool:
+    """The outgoing spool in the state directory, with the configured bounds."""
+    s = cfg.spool
+    limits = SpoolLimits(max_messages=s.max_messages, max_bytes=int(s.max_mb * (1 << 20)), max_age_s=s.max_age_s,
+                         memory_max=s.memory_max, sync=s.sync)
+    return Spool(state_dir / "spool.db", limits)
+
+
 class StateLock:
     """Exclusive lock on the state directory: two services must never share one."""
 
@@ -144,8 +153,14 @@ def build_daemon(cfg: Config) -> Daemon:
         log.warning("unclean_stop_detected", note="the previous run did not stop cleanly; "
                     "models restart from their last checkpoint under a new version")
     models, problems = restore_models(cfg, store, unclean)
-    seq = SeqStore(state_dir / "seq.json")
-    marker.write_text(str(os.getpid()))
+    spool = open_spool(cfg, state_dir)
+    seq = SpoolSeq(spool, state_dir / "seq.json")
+    problems += spool.problems + seq.problems
+    log.info("spool_opened", path=str(spool.path), queued=len(spool), seq_source=seq.source)
+    try:
+        marker.write_text(str(os.getpid()))
+    except OSError as exc:  # a full disk must not stop the service from starting
+        log.error("running_marker_failed", error=str(exc))
 
     inbox = LabelInbox()
     daemon_ref: dict[str, Daemon] = {}
@@ -156,7 +171,7 @@ def build_daemon(cfg: Config) -> Daemon:
             return {"schema": "edged.status.v1", "state": state, "version": __version__, "device": cfg.device.id}
         return d.status(state)
 
-    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload))
+    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload), spool)
     engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), models)
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)

@@ -42,12 +42,23 @@ class MqttConfig(StrictModel):
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = Field(None, min_length=1, max_length=128)
     protocol: Literal["5", "3.1.1"] = "5"
-    queue_max: int = Field(10_000, ge=10)  # outgoing messages kept while the broker is away
+    session_expiry_s: int = Field(7 * 86400, ge=0, le=0xFFFFFFFF)  # broker keeps our session (labels) this long
     max_inflight: int = Field(20, ge=1, le=1000)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     label_max_bytes: int = Field(1024, ge=64, le=65536)
     labels_per_s: float = Field(50.0, gt=0)  # incoming label messages beyond this are rejected
+
+
+class SpoolConfig(StrictModel):
+    """``[spool]``: the disk-backed outgoing queue (``<state dir>/spool.db``), see edged/spool.py."""
+
+    max_messages: int = Field(100_000, ge=10)
+    max_mb: float = Field(64.0, gt=0)
+    max_age_s: float = Field(7 * 86400.0, gt=0)  # service time, immune to wall-clock steps
+    sync: Literal["normal", "full"] = "normal"  # full: fsync every message (power-cut proof, more flash wear)
+    memory_max: int = Field(1000, ge=10)  # alerts/summaries held in memory while the disk cannot be written
+    min_free_mb: float = Field(32.0, ge=0)  # alert when the state directory's filesystem has less free
 
 
 class StateConfig(StrictModel):
@@ -91,6 +102,7 @@ class Config(StrictModel):
     device: DeviceConfig
     mqtt: MqttConfig = MqttConfig()
     state: StateConfig
+    spool: SpoolConfig = SpoolConfig()
     log: LogConfig = LogConfig()
     summary: SummaryConfig = SummaryConfig()
     simulator: SimulatorConfig = SimulatorConfig()

@@ -199,6 +199,8 @@ class Daemon:
             sdnotify.notify("WATCHDOG=1")
 
     def _drain_inbox(self, now: float) -> None:
+        for event in self.publisher.take_events():  # spool: disk unwritable / recovered
+            self.engine.alert("state", **event)
         while not self._events.empty():
             name, health, reason = self._events.get_nowait()
             self.engine.alert("sensor", sensor=name, health=health, reason=reason)
@@ -246,7 +248,7 @@ class Daemon:
             self.seq.close()
         except OSError as exc:
             log.error("seq_save_failed", error=str(exc))
-        unsent = self.publisher.stop(timeout=5.0)
+        unsent = self.publisher.stop(timeout=4.0)
         if saved and self.running_marker is not None:
             self.running_marker.unlink(missing_ok=True)
         log.info("service_stopped", unsent=unsent, checkpointed=saved)

@@ -104,6 +104,39 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+# -- a small filesystem that really fills up -------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted for this test (needs root/CAP_SYS_ADMIN): ENOSPC for real, not simulated."""
+    mnt = tmp_path / "smallfs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"cannot mount a tmpfs for the disk-full test: {res.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the filesystem of ``directory`` until at most ``leave`` bytes are free; returns the filler."""
+    filler = directory / "filler"
+    with open(filler, "ab") as f:
+        chunk = b"\0" * 65536
+        while True:
+            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+            if free <= leave:
+                break
+            try:
+                f.write(chunk[: max(1, min(len(chunk), free - leave))])
+                f.flush()
+            except OSError:
+                break
+    return filler
+
+
 # -- an MQTT subscriber that records everything -----------------------------------------------------
 @dataclass
 class Recorder:
