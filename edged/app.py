@@ -19,7 +19,7 @@ import structlog
 
 import drivers
 from drivers.simulator import MachineWorld, SimLabeler
-from edged import __version__
+from edged import __version__, security
 from edged.config import Config, TaskConfig
 from edged.engine import Engine, Sink
 from edged.mqtt import LabelInbox, Publisher
@@ -142,6 +142,8 @@ def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[
 
 def build_daemon(cfg: Config) -> Daemon:
     """Everything ``edged run`` needs, opened and wired."""
+    auth = security.mqtt_auth(cfg.mqtt)  # first: a bad credential is a config error (exit 2), touch nothing
+    tls = security.tls_context(cfg.mqtt.tls)
     state_dir = ensure_dir(Path(cfg.state.dir))
     os.chmod(state_dir, 0o700)
     lock = StateLock(state_dir)
@@ -171,7 +173,8 @@ def build_daemon(cfg: Config) -> Daemon:
             return {"schema": "edged.status.v1", "state": state, "version": __version__, "device": cfg.device.id}
         return d.status(state)
 
-    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload), spool)
+    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload), spool,
+                          tls=tls, username=auth.username, password=auth.password)
     engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), models)
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)

@@ -41,6 +41,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
+    from edged import security
+
+    auth = security.mqtt_auth(cfg.mqtt, str(find_config(args.config)))
+    security.tls_context(cfg.mqtt.tls, str(find_config(args.config)))
+    tls = "off" if cfg.mqtt.tls is None else f"on (CA {cfg.mqtt.tls.ca_file or 'system'}, " + (
+        "client certificate, " if cfg.mqtt.tls.cert_file else "") + (
+        "hostname verified)" if cfg.mqtt.tls.verify_hostname else "hostname NOT verified)")
+    print(f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
+          f"password {'from ' + auth.source if auth.source else '(none)'}")
     for name, s in cfg.sensors.items():
         print(f"  sensor {name}: {s.driver} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}")
     for name, t in cfg.tasks.items():

@@ -36,11 +36,23 @@ class DeviceConfig(StrictModel):
     id: str = Field(pattern=NAME)
 
 
+class TlsConfig(StrictModel):
+    """``[mqtt.tls]``: see edged/security.py."""
+
+    ca_file: str | None = None  # None: the system trust store
+    cert_file: str | None = None  # client certificate (optional)
+    key_file: str | None = None  # its key; default: the systemd credential edged-mqtt-key
+    verify_hostname: bool = True
+
+
 class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = Field(None, min_length=1, max_length=128)
+    username: str | None = Field(None, min_length=1, max_length=256)
+    password_file: str | None = None  # default: the systemd credential edged-mqtt-password; never a password here
+    tls: TlsConfig | None = None
     protocol: Literal["5", "3.1.1"] = "5"
     session_expiry_s: int = Field(7 * 86400, ge=0, le=0xFFFFFFFF)  # broker keeps our session (labels) this long
     max_inflight: int = Field(20, ge=1, le=1000)
@@ -243,7 +255,15 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         state_updates["key_file"] = res(cfg.state.key_file)
     sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
                for n, s in cfg.sensors.items()}
-    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors})
+    mqtt_updates: dict[str, Any] = {}
+    if cfg.mqtt.password_file is not None:
+        mqtt_updates["password_file"] = res(cfg.mqtt.password_file)
+    if cfg.mqtt.tls is not None:
+        tls = cfg.mqtt.tls
+        mqtt_updates["tls"] = tls.model_copy(update={k: res(v) for k in ("ca_file", "cert_file", "key_file")
+                                                     if (v := getattr(tls, k)) is not None})
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors,
+                                  "mqtt": cfg.mqtt.model_copy(update=mqtt_updates)})
 
 
 def find_config(path: str | None) -> Path:

@@ -145,14 +145,26 @@ class Recorder:
     port: int
     messages: list[tuple[str, Any, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    host: str = "127.0.0.1"
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None  # TLS when set
+    persistent: bool = False  # clean_session=False: the broker queues QoS 1 messages while we are away
+    client_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{os.getpid()}-{id(self)}")
+        cid = self.client_id or f"rec-{os.getpid()}-{id(self)}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not self.persistent)
+        if self.ca is not None:
+            self.client.tls_set(ca_certs=str(self.ca))
+        if self.username is not None:
+            self.client.username_pw_set(self.username, self.password)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_connect = lambda c, *a: c.subscribe("edged/#", qos=1)
-        self.client.connect("127.0.0.1", self.port)
+        self.client.connect(self.host, self.port)
         self.client.loop_start()
         assert ready.wait(10), "recorder did not subscribe"
 
