@@ -157,7 +157,7 @@ def build_daemon(cfg: Config) -> Daemon:
     models, problems = restore_models(cfg, store, unclean)
     spool = open_spool(cfg, state_dir)
     seq = SpoolSeq(spool, state_dir / "seq.json")
-    problems += spool.problems + seq.problems
+    replaced = spool.problems + seq.problems  # unreadable state files moved aside: reported, never fatal
     log.info("spool_opened", path=str(spool.path), queued=len(spool), seq_source=seq.source)
     try:
         marker.write_text(str(os.getpid()))
@@ -179,6 +179,9 @@ def build_daemon(cfg: Config) -> Daemon:
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
         engine.alert("state", problem="checkpoint_rejected", detail=p)
+    for p in replaced:
+        log.error("state_file_replaced", problem=p)
+        engine.alert("state", problem="state_file_replaced", detail=p)
 
     blocks: queue.Queue[Any] = queue.Queue(maxsize=2000)
     world = None

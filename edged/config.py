@@ -20,6 +20,7 @@ from drivers.simulator import SimulatorConfig
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
+MAX_CONFIG_BYTES = 1 << 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
 
 
@@ -280,6 +281,10 @@ def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
     """Find and read the config file as a TOML document (not yet validated)."""
     p = find_config(path)
     try:
+        if p.exists() and not p.is_file():
+            raise ConfigError(p, ["not a regular file"])
+        if p.exists() and p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(p, [f"{p.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"])
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(p, [f"cannot read: {exc.strerror or exc}"]) from None

@@ -106,8 +106,9 @@ def tls_context(tls: TlsConfig | None, source: str = "config") -> ssl.SSLContext
         try:
             ctx.load_cert_chain(tls.cert_file, key)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(source, [f"mqtt.tls.cert_file: cannot load the client certificate {tls.cert_file} "
-                                       f"with key {key or '(in the certificate file)'}: {exc}"]) from None
+            problem = (f"mqtt.tls.cert_file: cannot load the client certificate {tls.cert_file} "
+                       f"with key {key or '(in the certificate file)'}: {exc}")
+            raise ConfigError(source, [problem]) from None
     elif tls.key_file is not None:
         raise ConfigError(source, ["mqtt.tls.key_file: given without mqtt.tls.cert_file"])
     return ctx
