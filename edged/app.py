@@ -20,10 +20,11 @@ import structlog
 import drivers
 from drivers.simulator import MachineWorld, SimLabeler
 from edged import __version__, security
-from edged.config import Config, TaskConfig
+from edged.config import Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
 from edged.mqtt import LabelInbox, Publisher
 from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
+from edged.sanitize import SummaryPolicy, pseudonym_key
 from edged.spool import Spool, SpoolLimits, SpoolSeq
 from edged.state import ModelStore, SeqStore, StateError, ensure_dir, load_key
 
@@ -76,9 +77,22 @@ def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, 
 
 def build_engine(cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict[str, Any] | None = None) -> Engine:
     allowed = {n: set(t.classes) for n, t in cfg.tasks.items() if t.classes}
+    clip = {k: (v[0], v[1]) for k, v in cfg.summary.noise.bounds.items()} if cfg.summary.noise is not None else None
     return Engine(cfg.device.id, build_tasks(cfg, models), sink, seq, wall,
                   label_max_bytes=cfg.mqtt.label_max_bytes, labels_per_s=cfg.mqtt.labels_per_s,
-                  allowed_classes=allowed)
+                  allowed_classes=allowed, clip=clip)
+
+
+def summary_policy(cfg: Config, state_key: bytes) -> SummaryPolicy:
+    """The configured summary sanitisation (edged/sanitize.py)."""
+    key = None
+    if cfg.summary.pseudonymize:
+        try:
+            key = pseudonym_key(cfg.summary, state_key, os.environ.get("CREDENTIALS_DIRECTORY"))
+        except OSError as exc:
+            raise ConfigError(str(cfg.summary.pseudonym_key_file), [
+                f"summary.pseudonym_key_file: cannot read: {exc.strerror or exc}"]) from None
+    return SummaryPolicy(cfg.summary, key)
 
 
 def checkpoint_meta(model: Any) -> dict[str, Any]:
@@ -149,6 +163,7 @@ def build_daemon(cfg: Config) -> Daemon:
     lock = StateLock(state_dir)
     key = load_key(state_dir, cfg.state.key_file)
     store = ModelStore(state_dir, key, keep=cfg.state.keep)
+    policy = summary_policy(cfg, key)
     marker = state_dir / "RUNNING"
     unclean = marker.exists()
     if unclean:
@@ -204,7 +219,8 @@ def build_daemon(cfg: Config) -> Daemon:
     timers = Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s)
     tasks = engine.tasks
     daemon = Daemon(engine, publisher, inbox, sensors, blocks, store, seq, timers, labeler=labeler,
-                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker)
+                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker,
+                    summary_policy=policy)
     daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
     daemon_ref["d"] = daemon
     return daemon

@@ -7,6 +7,7 @@ relative to the file's own directory.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -86,8 +87,21 @@ class LogConfig(StrictModel):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class NoiseConfig(StrictModel):
+    """``[summary.noise]``: Laplace noise on channel means and standard deviations (edged/sanitize.py)."""
+
+    epsilon: float = Field(gt=0, le=100)  # per channel per summary, split between mean and std
+    # channel -> [lo, hi]: samples are clipped to it before aggregation
+    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]]
+
+
 class SummaryConfig(StrictModel):
     interval_s: float = Field(60.0, gt=0)
+    round_step: dict[str, Annotated[float, Field(gt=0)]] = {}  # channel (or "default") -> rounding step
+    min_count: int = Field(10, ge=1)  # aggregates over fewer samples/windows are suppressed
+    noise: NoiseConfig | None = None
+    pseudonymize: bool = False  # device id in summaries -> keyed hash
+    pseudonym_key_file: str | None = None  # default: credential edged-pseudonym-key, else derived from the state key
 
 
 SensorUnion = Annotated[
@@ -226,6 +240,21 @@ def _semantic_problems(cfg: Config) -> list[str]:
     for kind, task in cfg.simulator.label_tasks.items():
         if task not in cfg.tasks and any(s.driver.startswith("sim_") for s in cfg.sensors.values()):
             problems.append(f"simulator.label_tasks.{kind}: no task named {task!r}")
+    channels = set(owners)
+    for ch in cfg.summary.round_step:
+        if ch != "default" and ch not in channels:
+            problems.append(f"summary.round_step.{ch}: no sensor provides this channel (or use 'default')")
+    if cfg.summary.noise is not None:
+        bounds = cfg.summary.noise.bounds
+        missing = sorted(channels - set(bounds))
+        if missing:
+            problems.append(f"summary.noise.bounds: every summarised channel needs [lo, hi] for the noise to "
+                            f"mean anything; missing {', '.join(missing)}")
+        for ch, (lo, hi) in bounds.items():
+            if ch not in channels:
+                problems.append(f"summary.noise.bounds.{ch}: no sensor provides this channel")
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                problems.append(f"summary.noise.bounds.{ch}: need finite lo < hi, got [{lo}, {hi}]")
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
     return problems
@@ -256,6 +285,9 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         state_updates["key_file"] = res(cfg.state.key_file)
     sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
                for n, s in cfg.sensors.items()}
+    summary_updates: dict[str, Any] = {}
+    if cfg.summary.pseudonym_key_file is not None:
+        summary_updates["pseudonym_key_file"] = res(cfg.summary.pseudonym_key_file)
     mqtt_updates: dict[str, Any] = {}
     if cfg.mqtt.password_file is not None:
         mqtt_updates["password_file"] = res(cfg.mqtt.password_file)
@@ -264,7 +296,8 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         mqtt_updates["tls"] = tls.model_copy(update={k: res(v) for k in ("ca_file", "cert_file", "key_file")
                                                      if (v := getattr(tls, k)) is not None})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors,
-                                  "mqtt": cfg.mqtt.model_copy(update=mqtt_updates)})
+                                  "mqtt": cfg.mqtt.model_copy(update=mqtt_updates),
+                                  "summary": cfg.summary.model_copy(update=summary_updates)})
 
 
 def find_config(path: str | None) -> Path:

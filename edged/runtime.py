@@ -113,7 +113,7 @@ class Daemon:
     def __init__(self, engine: Engine, publisher: Publisher, inbox: LabelInbox, sensors: list[SensorRunner],
                  blocks: queue.Queue[Block], store: ModelStore, seq: SeqStore, timers: Timers,
                  labeler: Any | None = None, checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
-                 running_marker: Any | None = None) -> None:
+                 running_marker: Any | None = None, summary_policy: Any | None = None) -> None:
         self.engine = engine
         self.publisher = publisher
         self.inbox = inbox
@@ -125,6 +125,7 @@ class Daemon:
         self.labeler = labeler
         self.checkpoint_meta = checkpoint_meta or (lambda task: {})
         self.running_marker = running_marker
+        self.summary_policy = summary_policy  # edged.sanitize.SummaryPolicy
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
@@ -215,7 +216,10 @@ class Daemon:
     def publish_summary(self) -> None:
         extra = {"mqtt": self.publisher.stats(),
                  "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks} for s in self.sensors}}
-        self.publisher.send("summary", self.engine.summary(time.time(), extra), "summary")
+        payload = self.engine.summary(time.time(), extra)
+        if self.summary_policy is not None:
+            payload = self.summary_policy.apply(payload)
+        self.publisher.send("summary", payload, "summary")
 
     def checkpoint(self) -> bool:
         """Write a checkpoint of every task; a failure (disk full, ...) is an alert, not a crash."""
