@@ -23,6 +23,7 @@ from edged import __version__, security
 from edged.config import Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
 from edged.mqtt import LabelInbox, Publisher
+from edged.ops import Ops
 from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
 from edged.sanitize import SummaryPolicy, pseudonym_key
 from edged.spool import Spool, SpoolLimits, SpoolSeq
@@ -116,6 +117,15 @@ def open_spool(cfg: Config, state_dir: Path) -> Spool:
     limits = SpoolLimits(max_messages=s.max_messages, max_bytes=int(s.max_mb * (1 << 20)), max_age_s=s.max_age_s,
                          memory_max=s.memory_max, sync=s.sync)
     return Spool(state_dir / "spool.db", limits)
+
+
+def status_path(cfg: Config) -> Path:
+    """Where the status file lives (``edged status`` reads the same)."""
+    return Path(cfg.ops.status_file) if cfg.ops.status_file else Path(cfg.state.dir) / "status.json"
+
+
+def build_ops(cfg: Config, state_dir: Path) -> Ops:
+    return Ops(status_path(cfg), state_dir, int(cfg.ops.min_free_mb * 1e6), cfg.ops.status_interval_s)
 
 
 class StateLock:
@@ -220,7 +230,7 @@ def build_daemon(cfg: Config) -> Daemon:
     tasks = engine.tasks
     daemon = Daemon(engine, publisher, inbox, sensors, blocks, store, seq, timers, labeler=labeler,
                     checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker,
-                    summary_policy=policy)
+                    summary_policy=policy, ops=build_ops(cfg, state_dir))
     daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
     daemon_ref["d"] = daemon
     return daemon

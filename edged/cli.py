@@ -1,4 +1,4 @@
-"""Command line: ``edged run | check | replay | model show``.
+"""Command line: ``edged run | check | status | replay | model show``.
 
 Exit codes: 0 success, 1 failure at run time (state, files, broker refused), 2 invalid config
 or usage. Every subcommand takes ``-c/--config`` (default ``./config.toml``, then
@@ -85,6 +85,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    from edged.app import status_path
+    from edged.ops import format_status, read_status
+
+    snap, verdict = read_status(status_path(cfg))
+    if args.json:
+        print(json.dumps({"verdict": verdict, "status": snap}, separators=(",", ":")))
+    elif snap is None:
+        print(f"edged: {verdict}", file=sys.stderr)
+    else:
+        print(format_status(snap, verdict))
+    return 0 if verdict == "running" and snap is not None and snap.get("healthy") else 1
+
+
 def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str]]:
     from edged.state import ModelStore, StateError, load_key
 
@@ -167,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--predictions", metavar="OUT.jsonl", help="write every prediction payload as a JSON line")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("status", parents=[common], help="delivery, sensor and model health of the running service")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
 
     model = sub.add_parser("model", help="inspect the models in the state directory")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")

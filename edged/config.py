@@ -72,7 +72,14 @@ class SpoolConfig(StrictModel):
     max_age_s: float = Field(7 * 86400.0, gt=0)  # service time, immune to wall-clock steps
     sync: Literal["normal", "full"] = "normal"  # full: fsync every message (power-cut proof, more flash wear)
     memory_max: int = Field(1000, ge=10)  # alerts/summaries held in memory while the disk cannot be written
-    min_free_mb: float = Field(32.0, ge=0)  # alert when the state directory's filesystem has less free
+
+
+class OpsConfig(StrictModel):
+    """``[ops]``: the local status view and disk watch (edged/ops.py)."""
+
+    status_file: str | None = None  # default <state dir>/status.json; the unit uses /run/edged/status.json
+    status_interval_s: float = Field(5.0, gt=0)
+    min_free_mb: float = Field(32.0, ge=0)  # state alert when the state directory's filesystem has less free
 
 
 class StateConfig(StrictModel):
@@ -130,6 +137,7 @@ class Config(StrictModel):
     mqtt: MqttConfig = MqttConfig()
     state: StateConfig
     spool: SpoolConfig = SpoolConfig()
+    ops: OpsConfig = OpsConfig()
     log: LogConfig = LogConfig()
     summary: SummaryConfig = SummaryConfig()
     simulator: SimulatorConfig = SimulatorConfig()
@@ -285,6 +293,7 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         state_updates["key_file"] = res(cfg.state.key_file)
     sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
                for n, s in cfg.sensors.items()}
+    ops_updates = {"status_file": res(cfg.ops.status_file)} if cfg.ops.status_file is not None else {}
     summary_updates: dict[str, Any] = {}
     if cfg.summary.pseudonym_key_file is not None:
         summary_updates["pseudonym_key_file"] = res(cfg.summary.pseudonym_key_file)
@@ -297,7 +306,8 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
                                                      if (v := getattr(tls, k)) is not None})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors,
                                   "mqtt": cfg.mqtt.model_copy(update=mqtt_updates),
-                                  "summary": cfg.summary.model_copy(update=summary_updates)})
+                                  "summary": cfg.summary.model_copy(update=summary_updates),
+                                  "ops": cfg.ops.model_copy(update=ops_updates)})
 
 
 def find_config(path: str | None) -> Path:

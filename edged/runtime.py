@@ -113,7 +113,8 @@ class Daemon:
     def __init__(self, engine: Engine, publisher: Publisher, inbox: LabelInbox, sensors: list[SensorRunner],
                  blocks: queue.Queue[Block], store: ModelStore, seq: SeqStore, timers: Timers,
                  labeler: Any | None = None, checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
-                 running_marker: Any | None = None, summary_policy: Any | None = None) -> None:
+                 running_marker: Any | None = None, summary_policy: Any | None = None,
+                 ops: Any | None = None) -> None:
         self.engine = engine
         self.publisher = publisher
         self.inbox = inbox
@@ -126,6 +127,7 @@ class Daemon:
         self.checkpoint_meta = checkpoint_meta or (lambda task: {})
         self.running_marker = running_marker
         self.summary_policy = summary_policy  # edged.sanitize.SummaryPolicy
+        self.ops = ops  # edged.ops.Ops: status file, disk watch, health for the watchdog
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
@@ -171,6 +173,7 @@ class Daemon:
         return self.shutdown()
 
     def _step(self, timeout: float) -> None:
+        started = time.monotonic()
         try:
             block = self.blocks.get(timeout=timeout)
         except queue.Empty:
@@ -195,9 +198,15 @@ class Daemon:
         if now >= t.next_checkpoint:
             t.next_checkpoint = now + t.checkpoint_s
             self.checkpoint()
+        if self.ops is not None:
+            self.ops.tick(self, started, timeout)
         if t.watchdog_s and now >= t.next_watchdog:
             t.next_watchdog = now + t.watchdog_s
-            sdnotify.notify("WATCHDOG=1")
+            healthy, why = self.ops.healthy(self) if self.ops is not None else (True, "")
+            if healthy:  # no ping while unhealthy: systemd restarts us after WatchdogSec
+                sdnotify.notify("WATCHDOG=1")
+            else:
+                log.error("unhealthy_no_watchdog_ping", reason=why)
 
     def _drain_inbox(self, now: float) -> None:
         for event in self.publisher.take_events():  # spool: disk unwritable / recovered
@@ -255,5 +264,7 @@ class Daemon:
         unsent = self.publisher.stop(timeout=4.0)
         if saved and self.running_marker is not None:
             self.running_marker.unlink(missing_ok=True)
+        if self.ops is not None:
+            self.ops.write(self, "stopped")
         log.info("service_stopped", unsent=unsent, checkpointed=saved)
         return 0
