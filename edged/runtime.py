@@ -131,6 +131,7 @@ class Daemon:
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
+        self.started_mono, self.started_offset = time.monotonic(), wall_offset()
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -225,7 +226,17 @@ class Daemon:
     def publish_summary(self) -> None:
         extra = {"mqtt": self.publisher.stats(),
                  "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks} for s in self.sensors}}
-        payload = self.engine.summary(time.time(), extra)
+        now_mono, offset = time.monotonic(), wall_offset()
+        prev_mono, prev_offset = getattr(self, "_summary_clock", (self.started_mono, self.started_offset))
+        self._summary_clock = (now_mono, offset)
+        payload = self.engine.summary(now_mono + offset, extra)
+        # Intervals are measured on the monotonic clock; `from`/`to` are wall clock. If the wall clock
+        # was stepped (NTP sync on a gateway without RTC) during the interval, say so, and derive
+        # `from` from the monotonic length so that from <= to and the interval is its true length.
+        payload["interval_s"] = round(now_mono - prev_mono, 3)
+        if abs(offset - prev_offset) > 1.0:
+            payload["clock_step_s"] = round(offset - prev_offset, 3)
+            payload["from"] = round(payload["to"] - payload["interval_s"], 3)
         if self.summary_policy is not None:
             payload = self.summary_policy.apply(payload)
         self.publisher.send("summary", payload, "summary")

@@ -107,10 +107,10 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 # -- a small filesystem that really fills up -------------------------------------------------------------
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs mounted for this test (needs root/CAP_SYS_ADMIN): ENOSPC for real, not simulated."""
+    """A 16 MiB tmpfs mounted for this test (needs root/CAP_SYS_ADMIN): ENOSPC for real, not simulated."""
     mnt = tmp_path / "smallfs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
                          capture_output=True, text=True, check=False)
     if res.returncode != 0:
         if os.environ.get("CI", "").lower() == "true":
