@@ -131,7 +131,7 @@ class Daemon:
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
-        self.started_mono, self.started_offset = time.monotonic(), wall_offset()
+        self._summary_clock = (time.monotonic(), wall_offset())  # (monotonic, wall offset) at the last summary
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -227,7 +227,7 @@ class Daemon:
         extra = {"mqtt": self.publisher.stats(),
                  "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks} for s in self.sensors}}
         now_mono, offset = time.monotonic(), wall_offset()
-        prev_mono, prev_offset = getattr(self, "_summary_clock", (self.started_mono, self.started_offset))
+        prev_mono, prev_offset = self._summary_clock
         self._summary_clock = (now_mono, offset)
         payload = self.engine.summary(now_mono + offset, extra)
         # Intervals are measured on the monotonic clock; `from`/`to` are wall clock. If the wall clock

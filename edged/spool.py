@@ -61,6 +61,7 @@ log = structlog.get_logger("edged.spool")
 # Drop order when full: the lowest priority goes first. Unknown kinds count as alerts.
 PRIORITY = {"summary": 0, "prediction": 1, "alert": 2}
 KINDS = tuple(PRIORITY)
+EXPIRY_EVERY_S = 30.0  # how often (service time) messages older than max_age_s are looked for
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS msg (
@@ -128,6 +129,7 @@ class Spool:
         self._pending_acks: list[int] = []
         self._clock_base = 0.0
         self._mono0 = self._mono()
+        self._next_expiry = 0.0
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -235,9 +237,7 @@ class Spool:
         key = f"dropped.{kind}.{reason}"
         self.totals[key] += n
         self._dirty.add(key)
-        total = sum(v for k, v in self.totals.items() if k.startswith("dropped."))
-        if total <= 10 or total % 100 == 0:  # every drop is counted; the log is rate-limited
-            log.warning("spool_dropped", kind=kind, reason=reason, dropped_total=total)
+        self._log_drop(kind, reason)
 
     def _put_mem(self, msg: Msg) -> bool:
         if len(self._mem) >= self.limits.memory_max:
@@ -264,11 +264,13 @@ class Spool:
         db.execute("BEGIN IMMEDIATE")
         try:
             count, nbytes = self._count, self._bytes
-            horizon = now - self.limits.max_age_s
-            for k, sz in db.execute("DELETE FROM msg WHERE t < ? AND id > ? RETURNING kind, "
-                                    "length(topic) + length(payload)", (horizon, self._cursor)).fetchall():
-                drops.append((k, "expired", sz))
-                count, nbytes = count - 1, nbytes - sz
+            if now >= self._next_expiry:  # a table scan: at most once per EXPIRY_EVERY_S of service time
+                self._next_expiry = now + EXPIRY_EVERY_S
+                horizon = now - self.limits.max_age_s
+                for k, sz in db.execute("DELETE FROM msg WHERE t < ? AND id > ? RETURNING kind, "
+                                        "length(topic) + length(payload)", (horizon, self._cursor)).fetchall():
+                    drops.append((k, "expired", sz))
+                    count, nbytes = count - 1, nbytes - sz
             kept = True
             last = self._cursor
             while count + 1 > self.limits.max_messages or nbytes + size > self.limits.max_bytes:
@@ -315,8 +317,9 @@ class Spool:
         return kept
 
     def _log_drop(self, kind: str, reason: str) -> None:
+        """Every drop is counted; the log thins out: the first 10, every 100th to 1000, then every 1000th."""
         total = sum(v for k, v in self.totals.items() if k.startswith("dropped."))
-        if total <= 10 or total % 100 == 0:
+        if total <= 10 or (total <= 1000 and total % 100 == 0) or total % 1000 == 0:
             log.warning("spool_dropped", kind=kind, reason=reason, dropped_total=total)
 
     def _write_meta(self, db: sqlite3.Connection, now: float, values: dict[str, int]) -> None:

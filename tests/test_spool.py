@@ -112,7 +112,7 @@ class TestBounds:
         s2 = Spool(tmp_path / "spool.db", lim, clock=clock)
         s2.put("new", b"", "prediction")
         assert len(s2) == 2
-        clock.t += 50  # now 110 s of service time after "old"
+        clock.t += 50  # now 110 s of service time after "old" (and > EXPIRY_EVERY_S since the last look)
         s2.put("newer", b"", "prediction")
         assert [m.topic for m in drain(s2)] == ["new", "newer"]
         assert s2.stats()["dropped"] == {"alert": {"expired": 1}}
