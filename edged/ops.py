@@ -172,8 +172,9 @@ def format_status(snap: dict[str, Any], verdict: str) -> str:
              f"  mqtt: {'connected' if m.get('connected') else 'NOT connected'}"
              + (f", refused: {m['refused']}" if m.get("refused") else "")
              + (f", last error: {m['last_error']}" if m.get("last_error") and not m.get("connected") else ""),
-             f"  spool: {m.get('queued', 0)} queued ({m.get('queued_bytes', 0)} bytes, oldest "
-             f"{m.get('oldest_age_s')} s), sent {m.get('sent', {})}, dropped {m.get('dropped', {})}"
+             f"  spool: {m.get('queued', 0)} queued ({m.get('queued_bytes', 0)} bytes"
+             + (f", oldest {m['oldest_age_s']} s" if m.get("oldest_age_s") is not None else "")
+             + f"), sent {m.get('sent', {})}, dropped {m.get('dropped', {})}"
              + (f", DISK UNWRITABLE: {m['unwritable']}" if m.get("unwritable") else "")]
     for name, s in snap.get("sensors", {}).items():
         lines.append(f"  sensor {name}: {s.get('health')} (failures {s.get('failures')}, "

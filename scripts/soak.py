@@ -90,7 +90,11 @@ def main() -> int:
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks))
 
     total = args.hours * 3600.0
-    samples: list[tuple[float, float, float]] = []  # (sim hour, rss MB, wall s)
+    samples: list[tuple[float, float, float, float]] = []  # (sim hour, rss MB, wall s, model MB)
+
+    def model_mb() -> float:
+        return sum(task.model.size_bytes() for task in engine.tasks.values()) / (1 << 20)
+
     started = time.perf_counter()
     next_summary, next_ckpt, next_sample = 60.0, 300.0, 0.0
     t = 0.0
@@ -113,13 +117,14 @@ def main() -> int:
                 store.save(name, task.model, checkpoint_meta(task.model))
         if t >= next_sample:
             next_sample += 3600.0
-            samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started))
+            samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started, model_mb()))
             if not args.json:
                 st = spool.stats()
-                print(f"sim {t / 3600:5.1f} h  rss {samples[-1][1]:7.1f} MB  wall {samples[-1][2]:6.0f} s  "
+                print(f"sim {t / 3600:5.1f} h  rss {samples[-1][1]:7.1f} MB  models {samples[-1][3]:6.2f} MB  "
+                      f"wall {samples[-1][2]:6.0f} s  "
                       f"spool queued {st['queued']:6d}  sent {sum(st['sent'].values()):8d}  "
                       f"dropped {st['dropped']}", flush=True)
-    samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started))
+    samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started, model_mb()))
     deadline = time.monotonic() + 60
     while len(spool) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -133,11 +138,15 @@ def main() -> int:
         "simulated_hours": round(t / 3600.0, 2), "wall_s": round(end[2], 1), "samples": n_samples,
         "speedup": round(t / end[2], 1), "rss_mb_at_warmup": round(warm[1], 1), "rss_mb_at_end": round(end[1], 1),
         "rss_growth_pct": round(100.0 * (end[1] - warm[1]) / warm[1], 2), "warmup_hours": warm[0],
+        # what the models themselves grew by (river's own estimate, capped by max_size_mb): learning, not a leak
+        "model_mb_at_warmup": round(warm[3], 2), "model_mb_at_end": round(end[3], 2),
+        "rss_growth_pct_excluding_models": round(100.0 * ((end[1] - warm[1]) - (end[3] - warm[3])) / warm[1], 2),
         "predictions": {n: engine.seq.peek(n) for n in engine.tasks},
         "model_bytes": {n: task.model.size_bytes() for n, task in engine.tasks.items()},
         "n_learned": {n: task.model.n_learned for n, task in engine.tasks.items()},
         "spool": {"left": st["queued"], "sent": st["sent"], "dropped": st["dropped"]},
         "rss_mb_hourly": [round(s[1], 1) for s in samples],
+        "model_mb_hourly": [round(s[3], 2) for s in samples],
     }
     shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -41,7 +41,7 @@ def test_order_ack_and_persistent_session(tmp_path: Path, broker: Broker, record
     labels: list[tuple[str, bytes]] = []
     spool = Spool(tmp_path / "spool.db")
     for i in range(50):
-        spool.put(f"edged/test-gw/prediction/activity", json.dumps({"i": i}).encode(), "prediction")
+        spool.put("edged/test-gw/prediction/activity", json.dumps({"i": i}).encode(), "prediction")
     pub = _publisher(broker.port, protocol, spool, labels)
     pub.start()
     assert _wait(lambda: len(recorder.topic("/prediction/activity")) == 50)
