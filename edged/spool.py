@@ -132,7 +132,7 @@ class Spool:
         self._next_expiry = 0.0
         try:
             self._open()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # never fatal: the service runs on with the memory queue
             self._close_db()
             self._enter_fallback(exc, opening=True)
 
@@ -362,7 +362,7 @@ class Spool:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._fallback = f"{type(exc).__name__}: {exc}"
             return
         self._count, self._bytes = self._db.execute(

@@ -219,6 +219,13 @@ class TestFullDisk:
         assert [m.topic for m in drain(s)] == ["a"]
 
 
+def test_state_directory_that_cannot_be_created_is_not_fatal(tmp_path: Path) -> None:
+    """If the spool's directory cannot even be created, the spool starts in memory and reports it."""
+    (tmp_path / "file").write_text("not a directory")
+    s = Spool(tmp_path / "file" / "spool.db")
+    assert s.unwritable and "FileExistsError" in s.unwritable and s.problems and s.put("a", b"x", "alert")
+
+
 def test_database_is_wal_and_private(tmp_path: Path) -> None:
     """The spool runs in WAL mode and its file is readable by the owner only."""
     s = Spool(tmp_path / "spool.db")
