@@ -21,11 +21,14 @@ import structlog
 
 import drivers
 from drivers.simulator import MachineWorld, SimLabeler
-from edged import __version__
-from edged.config import Config, TaskConfig
+from edged import __version__, security
+from edged.config import Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
 from edged.mqtt import LabelInbox, Publisher
+from edged.ops import Ops
 from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
+from edged.sanitize import SummaryPolicy, pseudonym_key
+from edged.spool import Spool, SpoolLimits, SpoolSeq
 from edged.state import ModelStore, SeqStore, StateError, ensure_dir, load_key
 
 log = structlog.get_logger("edged.app")
@@ -87,9 +90,22 @@ def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, 
 
 def build_engine(cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict[str, Any] | None = None) -> Engine:
     allowed = {n: set(t.classes) for n, t in cfg.tasks.items() if t.classes}
+    clip = {k: (v[0], v[1]) for k, v in cfg.summary.noise.bounds.items()} if cfg.summary.noise is not None else None
     return Engine(cfg.device.id, build_tasks(cfg, models), sink, seq, wall,
                   label_max_bytes=cfg.mqtt.label_max_bytes, labels_per_s=cfg.mqtt.labels_per_s,
-                  allowed_classes=allowed)
+                  allowed_classes=allowed, clip=clip)
+
+
+def summary_policy(cfg: Config, state_key: bytes) -> SummaryPolicy:
+    """The configured summary sanitisation (edged/sanitize.py)."""
+    key = None
+    if cfg.summary.pseudonymize:
+        try:
+            key = pseudonym_key(cfg.summary, state_key, os.environ.get("CREDENTIALS_DIRECTORY"))
+        except OSError as exc:
+            raise ConfigError(str(cfg.summary.pseudonym_key_file), [
+                f"summary.pseudonym_key_file: cannot read: {exc.strerror or exc}"]) from None
+    return SummaryPolicy(cfg.summary, key)
 
 
 def warm_up(cfg: Config) -> None:
@@ -125,6 +141,23 @@ def checkpoint_meta(model: Any) -> dict[str, Any]:
         "reliance": model.reliance(), "challenger": model.challenger_report(),
         "lifecycle": model.lifecycle.model_dump(),
     }
+
+
+def open_spool(cfg: Config, state_dir: Path) -> Spool:
+    """The outgoing spool in the state directory, with the configured bounds."""
+    s = cfg.spool
+    limits = SpoolLimits(max_messages=s.max_messages, max_bytes=int(s.max_mb * (1 << 20)), max_age_s=s.max_age_s,
+                         memory_max=s.memory_max, sync=s.sync)
+    return Spool(state_dir / "spool.db", limits)
+
+
+def status_path(cfg: Config) -> Path:
+    """Where the status file lives (``edged status`` reads the same)."""
+    return Path(cfg.ops.status_file) if cfg.ops.status_file else Path(cfg.state.dir) / "status.json"
+
+
+def build_ops(cfg: Config, state_dir: Path) -> Ops:
+    return Ops(status_path(cfg), state_dir, int(cfg.ops.min_free_mb * 1e6), cfg.ops.status_interval_s)
 
 
 class StateLock:
@@ -193,19 +226,28 @@ def build_chip(s: Any, sim: Any) -> Any:
 
 def build_daemon(cfg: Config) -> Daemon:
     """Everything ``edged run`` needs, opened and wired."""
+    auth = security.mqtt_auth(cfg.mqtt)  # first: a bad credential is a config error (exit 2), touch nothing
+    tls = security.tls_context(cfg.mqtt.tls)
     state_dir = ensure_dir(Path(cfg.state.dir))
     os.chmod(state_dir, 0o700)
     lock = StateLock(state_dir)
     key = load_key(state_dir, cfg.state.key_file)
     store = ModelStore(state_dir, key, keep=cfg.state.keep)
+    policy = summary_policy(cfg, key)
     marker = state_dir / "RUNNING"
     unclean = marker.exists()
     if unclean:
         log.warning("unclean_stop_detected", note="the previous run did not stop cleanly; "
                     "models restart from their last checkpoint under a new version")
     models, problems = restore_models(cfg, store, unclean)
-    seq = SeqStore(state_dir / "seq.json")
-    marker.write_text(str(os.getpid()))
+    spool = open_spool(cfg, state_dir)
+    seq = SpoolSeq(spool, state_dir / "seq.json")
+    replaced = spool.problems + seq.problems  # unreadable state files moved aside: reported, never fatal
+    log.info("spool_opened", path=str(spool.path), queued=len(spool), seq_source=seq.source)
+    try:
+        marker.write_text(str(os.getpid()))
+    except OSError as exc:  # a full disk must not stop the service from starting
+        log.error("running_marker_failed", error=str(exc))
 
     inbox = LabelInbox()
     daemon_ref: dict[str, Daemon] = {}
@@ -216,11 +258,15 @@ def build_daemon(cfg: Config) -> Daemon:
             return {"schema": "edged.status.v1", "state": state, "version": __version__, "device": cfg.device.id}
         return d.status(state)
 
-    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload))
+    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload), spool,
+                          tls=tls, username=auth.username, password=auth.password)
     engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), models)
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
         engine.alert("state", problem="checkpoint_rejected", detail=p)
+    for p in replaced:
+        log.error("state_file_replaced", problem=p)
+        engine.alert("state", problem="state_file_replaced", detail=p)
     warm_up(cfg)
     # Everything built so far lives as long as the service: move it out of the collector's
     # reach, so a full collection scans only new objects (a full pass over river's and numba's
@@ -248,7 +294,8 @@ def build_daemon(cfg: Config) -> Daemon:
     timers = Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s)
     tasks = engine.tasks
     daemon = Daemon(engine, publisher, inbox, sensors, blocks, store, seq, timers, labeler=labeler,
-                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker)
+                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker,
+                    summary_policy=policy, ops=build_ops(cfg, state_dir))
     daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
     daemon_ref["d"] = daemon
     return daemon

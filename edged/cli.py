@@ -1,4 +1,4 @@
-"""Command line: ``edged run | check | replay | model show | sensors scan``.
+"""Command line: ``edged run | check | status | replay | model ... | sensors scan``.
 
 Exit codes: 0 success, 1 failure at run time (state, files, broker refused), 2 invalid config
 or usage. Every subcommand takes ``-c/--config`` (default ``./config.toml``, then
@@ -41,6 +41,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
+    from edged import security
+
+    auth = security.mqtt_auth(cfg.mqtt, str(find_config(args.config)))
+    security.tls_context(cfg.mqtt.tls, str(find_config(args.config)))
+    tls = "off" if cfg.mqtt.tls is None else f"on (CA {cfg.mqtt.tls.ca_file or 'system'}, " + (
+        "client certificate, " if cfg.mqtt.tls.cert_file else "") + (
+        "hostname verified)" if cfg.mqtt.tls.verify_hostname else "hostname NOT verified)")
+    print(f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
+          f"password {'from ' + auth.source if auth.source else '(none)'}")
     for name, s in cfg.sensors.items():
         where = f" on bus {s.bus} at 0x{s.address:02x}" if hasattr(s, "address") else ""
         print(f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}")
@@ -84,6 +93,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         print(format_report(rep))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    from edged.app import status_path
+    from edged.ops import format_status, read_status
+
+    snap, verdict = read_status(status_path(cfg))
+    if args.json:
+        print(json.dumps({"verdict": verdict, "status": snap}, separators=(",", ":")))
+    elif snap is None:
+        print(f"edged: {verdict}", file=sys.stderr)
+    else:
+        print(format_status(snap, verdict))
+    return 0 if verdict == "running" and snap is not None and snap.get("healthy") else 1
 
 
 def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str]]:
@@ -395,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw learning curves, drift points and confusion matrices")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("status", parents=[common], help="delivery, sensor and model health of the running service")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
 
     model = sub.add_parser("model", help="inspect the models in the state directory")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")

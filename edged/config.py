@@ -7,6 +7,7 @@ relative to the file's own directory.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipelines.dsp import BearingParams, FeatureSet, FusionParams, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
+MAX_CONFIG_BYTES = 1 << 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
 
 
@@ -37,18 +39,48 @@ class DeviceConfig(StrictModel):
     id: str = Field(pattern=NAME)
 
 
+class TlsConfig(StrictModel):
+    """``[mqtt.tls]``: see edged/security.py."""
+
+    ca_file: str | None = None  # None: the system trust store
+    cert_file: str | None = None  # client certificate (optional)
+    key_file: str | None = None  # its key; default: the systemd credential edged-mqtt-key
+    verify_hostname: bool = True
+
+
 class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = Field(None, min_length=1, max_length=128)
+    username: str | None = Field(None, min_length=1, max_length=256)
+    password_file: str | None = None  # default: the systemd credential edged-mqtt-password; never a password here
+    tls: TlsConfig | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    queue_max: int = Field(10_000, ge=10)  # outgoing messages kept while the broker is away
+    session_expiry_s: int = Field(7 * 86400, ge=0, le=0xFFFFFFFF)  # broker keeps our session (labels) this long
     max_inflight: int = Field(20, ge=1, le=1000)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     label_max_bytes: int = Field(1024, ge=64, le=65536)
     labels_per_s: float = Field(50.0, gt=0)  # incoming label messages beyond this are rejected
+
+
+class SpoolConfig(StrictModel):
+    """``[spool]``: the disk-backed outgoing queue (``<state dir>/spool.db``), see edged/spool.py."""
+
+    max_messages: int = Field(100_000, ge=10)
+    max_mb: float = Field(64.0, gt=0)
+    max_age_s: float = Field(7 * 86400.0, gt=0)  # service time, immune to wall-clock steps
+    sync: Literal["normal", "full"] = "normal"  # full: fsync every message (power-cut proof, more flash wear)
+    memory_max: int = Field(1000, ge=10)  # alerts/summaries held in memory while the disk cannot be written
+
+
+class OpsConfig(StrictModel):
+    """``[ops]``: the local status view and disk watch (edged/ops.py)."""
+
+    status_file: str | None = None  # default <state dir>/status.json; the unit uses /run/edged/status.json
+    status_interval_s: float = Field(5.0, gt=0)
+    min_free_mb: float = Field(32.0, ge=0)  # state alert when the state directory's filesystem has less free
 
 
 class StateConfig(StrictModel):
@@ -63,8 +95,21 @@ class LogConfig(StrictModel):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class NoiseConfig(StrictModel):
+    """``[summary.noise]``: Laplace noise on channel means and standard deviations (edged/sanitize.py)."""
+
+    epsilon: float = Field(gt=0, le=100)  # per channel per summary, split between mean and std
+    # channel -> [lo, hi]: samples are clipped to it before aggregation
+    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]]
+
+
 class SummaryConfig(StrictModel):
     interval_s: float = Field(60.0, gt=0)
+    round_step: dict[str, Annotated[float, Field(gt=0)]] = {}  # channel (or "default") -> rounding step
+    min_count: int = Field(10, ge=1)  # aggregates over fewer samples/windows are suppressed
+    noise: NoiseConfig | None = None
+    pseudonymize: bool = False  # device id in summaries -> keyed hash
+    pseudonym_key_file: str | None = None  # default: credential edged-pseudonym-key, else derived from the state key
 
 
 SensorUnion = Annotated[Union[drivers.CONFIGS], Field(discriminator="driver")]  # noqa: UP007 - built from a tuple
@@ -96,6 +141,8 @@ class Config(StrictModel):
     device: DeviceConfig
     mqtt: MqttConfig = MqttConfig()
     state: StateConfig
+    spool: SpoolConfig = SpoolConfig()
+    ops: OpsConfig = OpsConfig()
     log: LogConfig = LogConfig()
     summary: SummaryConfig = SummaryConfig()
     simulator: SimulatorConfig = SimulatorConfig()
@@ -208,6 +255,21 @@ def _semantic_problems(cfg: Config) -> list[str]:
     for kind, task in cfg.simulator.label_tasks.items():
         if task not in cfg.tasks and simulated:
             problems.append(f"simulator.label_tasks.{kind}: no task named {task!r}")
+    channels = set(owners)
+    for ch in cfg.summary.round_step:
+        if ch != "default" and ch not in channels:
+            problems.append(f"summary.round_step.{ch}: no sensor provides this channel (or use 'default')")
+    if cfg.summary.noise is not None:
+        bounds = cfg.summary.noise.bounds
+        missing = sorted(channels - set(bounds))
+        if missing:
+            problems.append(f"summary.noise.bounds: every summarised channel needs [lo, hi] for the noise to "
+                            f"mean anything; missing {', '.join(missing)}")
+        for ch, (lo, hi) in bounds.items():
+            if ch not in channels:
+                problems.append(f"summary.noise.bounds.{ch}: no sensor provides this channel")
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                problems.append(f"summary.noise.bounds.{ch}: need finite lo < hi, got [{lo}, {hi}]")
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
     return problems
@@ -238,7 +300,21 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         state_updates["key_file"] = res(cfg.state.key_file)
     sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
                for n, s in cfg.sensors.items()}
-    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors})
+    ops_updates = {"status_file": res(cfg.ops.status_file)} if cfg.ops.status_file is not None else {}
+    summary_updates: dict[str, Any] = {}
+    if cfg.summary.pseudonym_key_file is not None:
+        summary_updates["pseudonym_key_file"] = res(cfg.summary.pseudonym_key_file)
+    mqtt_updates: dict[str, Any] = {}
+    if cfg.mqtt.password_file is not None:
+        mqtt_updates["password_file"] = res(cfg.mqtt.password_file)
+    if cfg.mqtt.tls is not None:
+        tls = cfg.mqtt.tls
+        mqtt_updates["tls"] = tls.model_copy(update={k: res(v) for k in ("ca_file", "cert_file", "key_file")
+                                                     if (v := getattr(tls, k)) is not None})
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors,
+                                  "mqtt": cfg.mqtt.model_copy(update=mqtt_updates),
+                                  "summary": cfg.summary.model_copy(update=summary_updates),
+                                  "ops": cfg.ops.model_copy(update=ops_updates)})
 
 
 def find_config(path: str | None) -> Path:
@@ -255,6 +331,10 @@ def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
     """Find and read the config file as a TOML document (not yet validated)."""
     p = find_config(path)
     try:
+        if p.exists() and not p.is_file():
+            raise ConfigError(p, ["not a regular file"])
+        if p.exists() and p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(p, [f"{p.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"])
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(p, [f"cannot read: {exc.strerror or exc}"]) from None

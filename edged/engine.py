@@ -116,8 +116,10 @@ class Engine:
 
     def __init__(self, device_id: str, tasks: dict[str, TaskPipeline], sink: Sink, seq: SeqStore,
                  wall: Callable[[float], float], label_max_bytes: int = 1024, labels_per_s: float = 50.0,
-                 allowed_classes: dict[str, set[str]] | None = None) -> None:
+                 allowed_classes: dict[str, set[str]] | None = None,
+                 clip: dict[str, tuple[float, float]] | None = None) -> None:
         self.device_id = device_id
+        self.clip = clip or {}  # summary aggregates only: samples clipped to [lo, hi] (edged/sanitize.py)
         self.tasks = tasks
         self.sink = sink
         self.seq = seq
@@ -158,7 +160,7 @@ class Engine:
             agg = self._channels.get(ch)
             if agg is None:
                 agg = self._channels[ch] = _ChannelAgg()
-            agg.add(block.x[:, j])
+            agg.add(block.x[:, j] if ch not in self.clip else np.clip(block.x[:, j], *self.clip[ch]))
         x = self._sanitise(block)
         for j, ch in enumerate(block.channels):
             self.latest[ch] = float(x[-1, j])

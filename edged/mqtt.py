@@ -1,41 +1,45 @@
 """The only module that talks to paho-mqtt.
 
-* Outgoing payloads go into a bounded :class:`Outbox` and a sender thread hands them to paho
-  (QoS 1) only while connected, at most ``max_inflight`` unacknowledged at a time. Nothing
-  blocks the caller: while the broker is away messages wait in the outbox (in order); when it
-  is full, summaries are dropped first, then predictions, alerts last, and every drop is
-  counted per kind.
-* After a reconnect, messages that were in flight are re-sent by paho first; new messages
-  wait until those are acknowledged, so subscribers see them in order.
+* Outgoing payloads are written to the disk spool (:mod:`edged.spool`) by :meth:`Publisher.send`,
+  which never touches the network. A sender thread hands spooled messages to paho (QoS 1) only
+  while connected, at most ``max_inflight`` unacknowledged at a time, oldest first; a message
+  leaves the spool only when the broker has acknowledged it (PUBACK). After a restart, whatever
+  is still spooled is sent first. Duplicates are possible (QoS 1): subscribers dedupe by
+  ``(task, seq)``.
+* After a reconnect, messages that were in flight are re-sent by paho first; new messages wait
+  until those are acknowledged, so subscribers see them in order.
+* Persistent session: a fixed client id, MQTT v5 ``clean_start=False`` with a session expiry
+  (v3.1.1: ``clean_session=False``), so the broker keeps our label subscription and queues labels
+  sent while the gateway is away.
 * paho's network thread reconnects on its own with capped exponential backoff; labels are
   (re)subscribed and the retained ``status`` online is (re)published in ``on_connect``; the
-  same topic is the last will (offline). Connection trouble is logged when it starts and when
-  it ends, not on every retry.
+  same topic is the last will (offline). Connection trouble is logged when it starts (with its
+  cause: refused credentials, TLS verification, unreachable) and when it ends, not on every retry.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import queue
+import socket
+import ssl
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edged.config import MqttConfig
+from edged.spool import Msg, Spool
 
 log = structlog.get_logger("edged.mqtt")
-
-# Drop order when the outbox is full: first kind listed goes first.
-DROP_ORDER = ("summary", "prediction", "alert")
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -43,65 +47,28 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-@dataclass(slots=True)
-class OutMsg:
-    n: int  # global order
-    topic: str
-    payload: bytes
-    kind: str
-    retain: bool = False
-
-
-class Outbox:
-    """Bounded FIFO of outgoing messages with a per-kind drop policy (thread-safe)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._q: dict[str, deque[OutMsg]] = {k: deque() for k in DROP_ORDER}
-        self._n = itertools.count()
-        self._lock = threading.Lock()
-        self.dropped: Counter[str] = Counter()
-        self.accepted = 0
-
-    def __len__(self) -> int:
-        return sum(len(q) for q in self._q.values())
-
-    def put(self, topic: str, payload: bytes, kind: str, retain: bool = False) -> None:
-        kind = kind if kind in self._q else "alert"
-        with self._lock:
-            if len(self) >= self.capacity:
-                victim = next((k for k in DROP_ORDER if self._q[k]), kind)
-                if DROP_ORDER.index(victim) > DROP_ORDER.index(kind):
-                    victim = kind  # never drop something more important for something less
-                if victim == kind and not self._q[kind]:
-                    self.dropped[kind] += 1
-                    return
-                self._q[victim].popleft()
-                self.dropped[victim] += 1
-            self._q[kind].append(OutMsg(next(self._n), topic, payload, kind, retain))
-            self.accepted += 1
-
-    def pop(self) -> OutMsg | None:
-        """Oldest message of any kind."""
-        with self._lock:
-            heads = [q for q in self._q.values() if q]
-            if not heads:
-                return None
-            return min(heads, key=lambda q: q[0].n).popleft()
+def max_incoming_packet(cfg: MqttConfig) -> int:
+    """MQTT v5 Maximum Packet Size we announce: the broker drops anything larger before it reaches
+    the gateway (memory safety). Payloads between ``label_max_bytes`` and this still arrive and are
+    rejected and counted by the engine."""
+    return 4 * cfg.label_max_bytes + 1024
 
 
 class Publisher:
-    """paho client + outbox + sender thread; also receives labels."""
+    """paho client + spool + sender thread; also receives labels."""
 
     def __init__(self, cfg: MqttConfig, device_id: str, status: Callable[[str], dict[str, Any]],
-                 on_label: Callable[[str, bytes], None]) -> None:
+                 on_label: Callable[[str, bytes], None], spool: Spool, tls: ssl.SSLContext | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.cfg = cfg
         self.prefix = f"edged/{device_id}"
         self.status = status
         self.on_label = on_label
-        self.outbox = Outbox(cfg.queue_max)
-        self.sent: Counter[str] = Counter()
-        self._inflight: deque[tuple[OutMsg, paho.MQTTMessageInfo]] = deque()
+        self.spool = spool
+        self.tls = tls
+        self._inflight: dict[int, Msg] = {}
+        self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
+        self.refused_publish: Counter[str] = Counter()
         self._connected = threading.Event()
         self._resync = False
         self._wake = threading.Condition()
@@ -109,22 +76,29 @@ class Publisher:
         self._down_since: float | None = time.monotonic()
         self._fail_logged = False
         self._ever_connected = False
+        self._refusals = 0
         self.last_refusal: str | None = None
-        protocol = paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311
+        self.last_error: str | None = None
+        self.v5 = cfg.protocol == "5"
         client_id = cfg.client_id or f"edged-{device_id}"
         kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
-                                  "protocol": protocol}
-        if protocol == paho.MQTTv311:
-            kwargs["clean_session"] = True
+                                  "protocol": paho.MQTTv5 if self.v5 else paho.MQTTv311}
+        if not self.v5:
+            kwargs["clean_session"] = False  # persistent session (v5: clean_start=False at connect)
         self.client = paho.Client(**kwargs)
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min_s)),
                                         max_delay=max(1, round(cfg.reconnect_max_s)))
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.will_set(self.topic("status"), encode(status("offline")), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self._sender = threading.Thread(target=self._send_loop, name="edged-mqtt-sender", daemon=True)
 
     def topic(self, suffix: str) -> str:
@@ -137,17 +111,25 @@ class Publisher:
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background (retrying until it works) and start sending."""
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.MaximumPacketSize = max_incoming_packet(self.cfg)
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._sender.start()
-        log.info("mqtt_connecting", host=self.cfg.host, port=self.cfg.port, prefix=self.prefix)
+        log.info("mqtt_connecting", host=self.cfg.host, port=self.cfg.port, prefix=self.prefix,
+                 protocol=self.cfg.protocol, tls=self.tls is not None, spooled=len(self.spool))
 
-    def stop(self, timeout: float = 5.0) -> int:
-        """Flush what can be flushed within ``timeout``, publish status offline, disconnect.
+    def stop(self, timeout: float = 4.0) -> int:
+        """Send what can be sent within ``timeout``, publish status offline, disconnect.
 
-        Returns the number of messages that could not be delivered."""
+        Returns the number of messages left in the spool (they are sent after the next start)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.connected and (len(self.outbox) or self._inflight):
+        while time.monotonic() < deadline and self.connected and len(self.spool):
             with self._wake:
                 self._wake.notify_all()
             time.sleep(0.02)
@@ -155,84 +137,123 @@ class Publisher:
         with self._wake:
             self._wake.notify_all()
         self._sender.join(timeout=2.0)
-        self._reap()
-        unsent = len(self.outbox) + len(self._inflight)
+        self._process_acks()
+        left = len(self.spool)
         if self.connected:
             info = self.client.publish(self.topic("status"), encode(self.status("offline")), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
                 log.warning("mqtt_offline_status_failed", error=str(exc))
-        if unsent:
-            log.warning("mqtt_unsent_at_stop", messages=unsent)
+        if left:
+            log.info("mqtt_spooled_at_stop", messages=left, note="kept on disk; sent after the next start")
         self.client.disconnect()
         self.client.loop_stop()
-        return unsent
+        self.spool.close()
+        return left
 
     # -- sink ---------------------------------------------------------------------------------------
     def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
-        """Queue a payload for ``<prefix>/<topic>`` (never blocks)."""
-        self.outbox.put(self.topic(topic), encode(payload), kind)
+        """Spool a payload for ``<prefix>/<topic>`` (local disk only, never the network)."""
+        self.spool.put(self.topic(topic), encode(payload), kind)
         with self._wake:
             self._wake.notify()
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """Spool state changes (disk unwritable / recovered) for alerts."""
+        return self.spool.take_events()
+
     def stats(self) -> dict[str, Any]:
-        return {"connected": self.connected, "queued": len(self.outbox), "inflight": len(self._inflight),
-                "sent": dict(self.sent), "dropped": dict(self.outbox.dropped)}
+        """Delivery figures for summaries and the status view (no host names or credentials)."""
+        out = {"connected": self.connected, "refused": self.last_refusal, "inflight": len(self._inflight)}
+        out.update(self.spool.stats())
+        return out
 
     # -- sender thread ------------------------------------------------------------------------------
-    def _reap(self) -> None:
-        if not self._inflight:
-            return
-        keep: deque[tuple[OutMsg, paho.MQTTMessageInfo]] = deque()
-        for msg, info in self._inflight:
-            if info.is_published():
-                self.sent[msg.kind] += 1
-            else:
-                keep.append((msg, info))
-        self._inflight = keep
+    def _process_acks(self) -> None:
+        done: list[Msg] = []
+        refused: list[Msg] = []
+        while True:
+            try:
+                mid, ok, reason = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            msg = self._inflight.pop(mid, None)
+            if msg is None:
+                continue
+            if ok:
+                done.append(msg)
+            else:  # e.g. "Not authorized" (ACL) or quota: retrying would not help
+                refused.append(msg)
+                self.refused_publish[msg.kind] += 1
+                n = sum(self.refused_publish.values())
+                if n <= 10 or n % 100 == 0:
+                    log.error("mqtt_publish_refused", topic=msg.topic, reason=reason, refused_total=n)
+        if done or refused:
+            self.spool.ack(done, refused)
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             with self._wake:
                 self._wake.wait(timeout=0.05)
-            self._reap()
+            self._process_acks()
+            self._check_network_thread()
             if not self.connected:
                 continue
             if self._resync:
                 if self._inflight:
                     continue  # paho is re-sending what was in flight; keep order
                 self._resync = False
-            while len(self._inflight) < self.cfg.max_inflight and self.connected:
-                msg = self.outbox.pop()
-                if msg is None:
-                    break
+            room = self.cfg.max_inflight - len(self._inflight)
+            if room <= 0:
+                continue
+            for msg in self.spool.next_batch(room):
                 info = self.client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain)
-                if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # cannot happen with our limits
-                    self.outbox.dropped[msg.kind] += 1
-                    log.error("mqtt_queue_full", topic=msg.topic)
-                    continue
                 # MQTT_ERR_SUCCESS or MQTT_ERR_NO_CONN: either way paho holds the QoS 1 message
-                # and (re)sends it once connected.
-                self._inflight.append((msg, info))
+                # and (re)sends it once connected; its PUBACK arrives through on_publish.
+                if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:  # cannot happen: paho's queue is unbounded
+                    log.error("mqtt_queue_full", topic=msg.topic)
+                self._inflight[info.mid] = msg
+
+    def _check_network_thread(self) -> None:
+        """paho's network thread must never be gone for good (paho-mqtt #894): restart it."""
+        thread = getattr(self.client, "_thread", None)  # paho keeps no public handle on it
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            log.error("mqtt_network_thread_died", note="restarting the network loop")
+            self.client._thread = None  # loop_start() refuses while a (dead) thread is set
+            self.client.loop_start()
 
     # -- paho callbacks (network thread) -------------------------------------------------------------
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Any) -> None:
+        # Called with paho's message lock held: only hand over, never block here.
+        failed = bool(getattr(reason_code, "is_failure", False))
+        self._acks.put((mid, not failed, str(reason_code)))
+        with self._wake:
+            self._wake.notify()
+
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                     properties: Any) -> None:
         if reason_code.is_failure:
             self.last_refusal = str(reason_code)
-            log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host, port=self.cfg.port)
+            self._refusals += 1
+            if self._refusals <= 3 or self._refusals % 20 == 0:
+                log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host, port=self.cfg.port,
+                          attempts=self._refusals, note="the service keeps running and spooling; "
+                          "fix the credentials or the broker's ACL, then restart edged")
             return
         client.subscribe(self.topic("label/+"), qos=1)
         client.publish(self.topic("status"), encode(self.status("online")), qos=1, retain=True)
         outage = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         event = "mqtt_reconnected" if self._ever_connected else "mqtt_connected"
-        log.info(event, host=self.cfg.host, port=self.cfg.port, down_s=round(outage, 1),
-                 queued=len(self.outbox))
+        log.info(event, host=self.cfg.host, port=self.cfg.port, down_s=round(outage, 1), spooled=len(self.spool),
+                 session_present=bool(getattr(flags, "session_present", False)))
         self._ever_connected = True
         self._down_since = None
         self._fail_logged = False
+        self._refusals = 0
         self.last_refusal = None
+        self.last_error = None
         self._connected.set()
         with self._wake:
             self._wake.notify()
@@ -245,13 +266,31 @@ class Publisher:
         if was:
             self._down_since = time.monotonic()
             if not self._stop.is_set():
-                log.warning("mqtt_disconnected", reason=str(reason_code), queued=len(self.outbox))
+                log.warning("mqtt_disconnected", reason=str(reason_code), spooled=len(self.spool))
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         if not self._fail_logged:
-            log.warning("mqtt_unreachable", host=self.cfg.host, port=self.cfg.port,
-                        retry_max_s=self.cfg.reconnect_max_s, note="retrying in the background; messages are kept")
             self._fail_logged = True
+            # paho does not tell why; find out off the network thread and log the cause once.
+            threading.Thread(target=self._diagnose, name="edged-mqtt-diagnose", daemon=True).start()
+
+    def _diagnose(self) -> None:
+        host, port = self.cfg.host, self.cfg.port
+        try:
+            with socket.create_connection((host, port), timeout=5.0) as sock:
+                if self.tls is not None:
+                    with self.tls.wrap_socket(sock, server_hostname=host):
+                        pass
+            cause = "connection works now (transient failure)"
+        except ssl.SSLCertVerificationError as exc:
+            cause = f"TLS certificate verification failed: {exc.verify_message or exc}"
+        except ssl.SSLError as exc:
+            cause = f"TLS handshake failed: {exc.reason or exc}"
+        except OSError as exc:
+            cause = f"{type(exc).__name__}: {exc.strerror or exc}"
+        self.last_error = cause
+        log.warning("mqtt_unreachable", host=host, port=port, cause=cause, retry_max_s=self.cfg.reconnect_max_s,
+                    note="retrying in the background; messages stay in the spool")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         prefix = self.topic("label/")

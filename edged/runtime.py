@@ -124,7 +124,8 @@ class Daemon:
     def __init__(self, engine: Engine, publisher: Publisher, inbox: LabelInbox, sensors: list[SensorRunner],
                  blocks: queue.Queue[Block], store: ModelStore, seq: SeqStore, timers: Timers,
                  labeler: Any | None = None, checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
-                 running_marker: Any | None = None) -> None:
+                 running_marker: Any | None = None, summary_policy: Any | None = None,
+                 ops: Any | None = None) -> None:
         self.engine = engine
         self.publisher = publisher
         self.inbox = inbox
@@ -136,9 +137,12 @@ class Daemon:
         self.labeler = labeler
         self.checkpoint_meta = checkpoint_meta or (lambda task: {})
         self.running_marker = running_marker
+        self.summary_policy = summary_policy  # edged.sanitize.SummaryPolicy
+        self.ops = ops  # edged.ops.Ops: status file, disk watch, health for the watchdog
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
+        self._summary_clock = (time.monotonic(), wall_offset())  # (monotonic, wall offset) at the last summary
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -181,6 +185,7 @@ class Daemon:
         return self.shutdown()
 
     def _step(self, timeout: float) -> None:
+        started = time.monotonic()
         try:
             block = self.blocks.get(timeout=timeout)
         except queue.Empty:
@@ -205,11 +210,19 @@ class Daemon:
         if now >= t.next_checkpoint:
             t.next_checkpoint = now + t.checkpoint_s
             self.checkpoint()
+        if self.ops is not None:
+            self.ops.tick(self, started, timeout)
         if t.watchdog_s and now >= t.next_watchdog:
             t.next_watchdog = now + t.watchdog_s
-            sdnotify.notify("WATCHDOG=1")
+            healthy, why = self.ops.healthy(self) if self.ops is not None else (True, "")
+            if healthy:  # no ping while unhealthy: systemd restarts us after WatchdogSec
+                sdnotify.notify("WATCHDOG=1")
+            else:
+                log.error("unhealthy_no_watchdog_ping", reason=why)
 
     def _drain_inbox(self, now: float) -> None:
+        for event in self.publisher.take_events():  # spool: disk unwritable / recovered
+            self.engine.alert("state", **event)
         while not self._events.empty():
             name, health, reason = self._events.get_nowait()
             self.engine.alert("sensor", sensor=name, health=health, reason=reason)
@@ -225,7 +238,20 @@ class Daemon:
         extra = {"mqtt": self.publisher.stats(),
                  "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks,
                                       **dict(getattr(s.driver, "stats", {}))} for s in self.sensors}}
-        self.publisher.send("summary", self.engine.summary(time.time(), extra), "summary")
+        now_mono, offset = time.monotonic(), wall_offset()
+        prev_mono, prev_offset = self._summary_clock
+        self._summary_clock = (now_mono, offset)
+        payload = self.engine.summary(now_mono + offset, extra)
+        # Intervals are measured on the monotonic clock; `from`/`to` are wall clock. If the wall clock
+        # was stepped (NTP sync on a gateway without RTC) during the interval, say so, and derive
+        # `from` from the monotonic length so that from <= to and the interval is its true length.
+        payload["interval_s"] = round(now_mono - prev_mono, 3)
+        if abs(offset - prev_offset) > 1.0:
+            payload["clock_step_s"] = round(offset - prev_offset, 3)
+            payload["from"] = round(payload["to"] - payload["interval_s"], 3)
+        if self.summary_policy is not None:
+            payload = self.summary_policy.apply(payload)
+        self.publisher.send("summary", payload, "summary")
 
     def checkpoint(self) -> bool:
         """Write a checkpoint of every task; a failure (disk full, ...) is an alert, not a crash."""
@@ -258,8 +284,10 @@ class Daemon:
             self.seq.close()
         except OSError as exc:
             log.error("seq_save_failed", error=str(exc))
-        unsent = self.publisher.stop(timeout=5.0)
+        unsent = self.publisher.stop(timeout=4.0)
         if saved and self.running_marker is not None:
             self.running_marker.unlink(missing_ok=True)
+        if self.ops is not None:
+            self.ops.write(self, "stopped")
         log.info("service_stopped", unsent=unsent, checkpointed=saved)
         return 0

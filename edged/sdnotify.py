@@ -15,9 +15,12 @@ def notify(state: str) -> bool:
         addr = "\0" + addr[1:]  # abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            # Never block the main loop on a receiver that does not read (a full datagram queue):
+            # a lost ping is harmless, a stalled loop is not.
+            s.setblocking(False)
             s.connect(addr)
-            s.sendall(state.encode())
-    except OSError:
+            s.send(state.encode())
+    except OSError:  # includes BlockingIOError (queue full)
         return False
     return True
 

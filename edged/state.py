@@ -303,22 +303,32 @@ class SeqStore:
     The file holds, per task, a value no lower than any seq handed out: on a clean stop the
     exact next value, while running a reservation ``reserve`` ahead (written each time the
     counter reaches it). After a crash seq therefore jumps ahead (a visible gap) but never
-    repeats. ``path=None`` keeps the counters in memory only (replay)."""
+    repeats. ``path=None`` keeps the counters in memory only (replay).
+
+    An unreadable file (corrupt, truncated, wrong types) is not fatal: it is renamed to
+    ``<name>.corrupt-<unix time>``, the finding is kept in ``problems`` (the service reports it as
+    a ``state`` alert) and the counters start empty. A state file must never put the service in a
+    crash loop; the spool normally holds the exact counters anyway (see ``edged.spool``)."""
 
     def __init__(self, path: Path | None, reserve: int = 1000) -> None:
         self.path = path
         self.reserve = reserve
         self._next: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
+        self.problems: list[str] = []
         if path is not None and path.exists():
             try:
                 raw = json.loads(path.read_text())
                 nxt = raw["next"]
-                if not isinstance(nxt, dict) or not all(isinstance(v, int) and v >= 0 for v in nxt.values()):
+                if not isinstance(nxt, dict) or not all(type(v) is int and v >= 0 for v in nxt.values()):
                     raise ValueError("bad counters")
             except (ValueError, KeyError, TypeError, OSError) as exc:
-                raise StateError(f"{path}: unreadable seq counters ({exc}); move it aside to start from 0 "
-                                 "(subscribers will see seq restart)") from None
+                aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+                with contextlib.suppress(OSError):
+                    os.replace(path, aside)
+                self.problems.append(f"{path}: unreadable seq counters ({type(exc).__name__}: {exc}); "
+                                     f"moved aside to {aside.name}")
+                return
             self._next = {str(k): int(v) for k, v in nxt.items()}
             self._reserved = dict(self._next)
 

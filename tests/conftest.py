@@ -104,6 +104,39 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+# -- a small filesystem that really fills up -------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs mounted for this test (needs root/CAP_SYS_ADMIN): ENOSPC for real, not simulated."""
+    mnt = tmp_path / "smallfs"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"cannot mount a tmpfs for the disk-full test: {res.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the filesystem of ``directory`` until at most ``leave`` bytes are free; returns the filler."""
+    filler = directory / "filler"
+    with open(filler, "ab") as f:
+        chunk = b"\0" * 65536
+        while True:
+            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+            if free <= leave:
+                break
+            try:
+                f.write(chunk[: max(1, min(len(chunk), free - leave))])
+                f.flush()
+            except OSError:
+                break
+    return filler
+
+
 # -- an MQTT subscriber that records everything -----------------------------------------------------
 @dataclass
 class Recorder:
@@ -112,14 +145,26 @@ class Recorder:
     port: int
     messages: list[tuple[str, Any, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    host: str = "127.0.0.1"
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None  # TLS when set
+    persistent: bool = False  # clean_session=False: the broker queues QoS 1 messages while we are away
+    client_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{os.getpid()}-{id(self)}")
+        cid = self.client_id or f"rec-{os.getpid()}-{id(self)}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not self.persistent)
+        if self.ca is not None:
+            self.client.tls_set(ca_certs=str(self.ca))
+        if self.username is not None:
+            self.client.username_pw_set(self.username, self.password)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_connect = lambda c, *a: c.subscribe("edged/#", qos=1)
-        self.client.connect("127.0.0.1", self.port)
+        self.client.connect(self.host, self.port)
         self.client.loop_start()
         assert ready.wait(10), "recorder did not subscribe"
 

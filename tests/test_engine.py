@@ -1,4 +1,4 @@
-"""Engine: label payload validation, sanitising bad samples, outbox drop policy."""
+"""Engine: label payload validation, sanitising bad samples, payload contract."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from drivers.base import Block
 from edged.app import build_engine
 from edged.config import load
 from edged.engine import parse_label
-from edged.mqtt import Outbox
 from edged.state import SeqStore
 from tests.conftest import REPO
 
@@ -119,28 +118,3 @@ class TestSamples:
         p = by_task["maintenance"][0]
         assert p["ts"] == pytest.approx(t[1023]) and "anomaly" in p
         json.dumps(p, allow_nan=False)
-
-
-class TestOutbox:
-    def test_order_is_kept_across_kinds(self) -> None:
-        """Messages come out in the order they went in, whatever their kind."""
-        o = Outbox(10)
-        for i, kind in enumerate(["prediction", "alert", "summary", "prediction"]):
-            o.put(f"t{i}", b"", kind)
-        assert [o.pop().topic for _ in range(4)] == ["t0", "t1", "t2", "t3"]  # type: ignore[union-attr]
-
-    def test_drop_policy_summaries_then_predictions_never_alerts_first(self) -> None:
-        """When full: oldest summary goes first, then oldest prediction; alerts survive; every drop counted."""
-        o = Outbox(3)
-        o.put("s", b"", "summary")
-        o.put("p1", b"", "prediction")
-        o.put("a1", b"", "alert")
-        o.put("p2", b"", "prediction")  # drops s
-        o.put("a2", b"", "alert")  # drops p1
-        assert [m.topic for m in iter(o.pop, None)] == ["a1", "p2", "a2"]
-        assert o.dropped == {"summary": 1, "prediction": 1}
-        o2 = Outbox(2)
-        o2.put("a1", b"", "alert")
-        o2.put("a2", b"", "alert")
-        o2.put("p", b"", "prediction")  # nothing less important to drop: the prediction itself goes
-        assert [m.topic for m in iter(o2.pop, None)] == ["a1", "a2"] and o2.dropped == {"prediction": 1}

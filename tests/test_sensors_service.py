@@ -62,7 +62,7 @@ bands_hz = [5, 20, 40, 60, 100, 200, 250]
 def _config(tmp_path: Path, port: int) -> Path:
     p = tmp_path / "chips.toml"
     p.write_text(f'[device]\nid = "chips"\n[mqtt]\nport = {port}\nreconnect_min_s = 1\nreconnect_max_s = 2\n'
-                 '[state]\ndir = "state"\ncheckpoint_interval_s = 60\n[summary]\ninterval_s = 1\n'
+                 '[state]\ndir = "state"\ncheckpoint_interval_s = 60\n[summary]\ninterval_s = 1\nmin_count = 1  # a 2 Hz sensor has 1-2 samples a summary\n'
                  '[simulator]\nseed = 5\nlabel_every_s = 1\nstate_min_s = 3\nstate_max_s = 5\n'
                  + CHIP_SENSORS + TASKS)
     return p
@@ -147,7 +147,7 @@ class TestChipsInTheService:
         """`edged run` on config.toml (only the broker port changed): the emulated MPU-6050 at 1 kHz
         and BME280 deliver samples, predictions flow, the sensors are healthy."""
         text = (REPO / "config.toml").read_text().replace("port = 1883", f"port = {broker.port}")
-        text = text.replace("interval_s = 30", "interval_s = 2")
+        text = text.replace("interval_s = 30", "interval_s = 2\nmin_count = 1")  # 1 Hz env: 2 samples a summary
         cfg = tmp_path / "config.toml"
         cfg.write_text(text)
         svc = service_factory(cfg)

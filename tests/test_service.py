@@ -71,6 +71,9 @@ class TestEndToEnd:
         assert 9.0 < final["channels"]["az"]["mean"] < 10.5  # gravity, a real aggregate
         events = [e.get("event") for e in svc.logs()]
         assert "service_started" in events and "service_stopped" in events
+        from tests.schemas import validate_all
+
+        assert validate_all(recorder.messages) > 20  # every payload matches schemas/*.json
 
     def test_labels_over_mqtt_are_learned_and_bad_ones_rejected(self, tmp_path: Path, broker: Broker,
                                                                 recorder: Recorder, service_factory: Any) -> None:

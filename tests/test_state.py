@@ -155,8 +155,12 @@ class TestSeq:
         resumed = SeqStore(tmp_path / "seq.json", reserve=10).next("a")
         assert resumed > max(issued)
 
-    def test_corrupt_seq_file_is_a_clear_error(self, tmp_path: Path) -> None:
-        """A corrupt counter file is reported, not silently reset."""
-        (tmp_path / "seq.json").write_text("{")
-        with pytest.raises(StateError, match="unreadable seq counters"):
-            SeqStore(tmp_path / "seq.json")
+    @pytest.mark.parametrize("content", ["{", '{"next": {"a": -1}}', '{"next": {"a": true}}', '{"x": 1}', "\xff"])
+    def test_corrupt_seq_file_is_reported_and_moved_aside(self, tmp_path: Path, content: str) -> None:
+        """A corrupt counter file is reported and moved aside (kept for inspection), never a crash loop."""
+        (tmp_path / "seq.json").write_text(content, errors="surrogateescape")
+        s = SeqStore(tmp_path / "seq.json")
+        assert len(s.problems) == 1 and "unreadable seq counters" in s.problems[0]
+        assert not (tmp_path / "seq.json").exists()
+        assert [p.name.startswith("seq.json.corrupt-") for p in tmp_path.iterdir()] == [True]
+        assert s.next("a") == 0
