@@ -287,6 +287,19 @@ def _fft_inplace(re: np.ndarray, im: np.ndarray, swaps: np.ndarray, tw_re: np.nd
 
 
 @njit(**JIT)
+def _padded_power(re: np.ndarray, im: np.ndarray, n: int, swaps: np.ndarray, tw_re: np.ndarray,
+                  tw_im: np.ndarray, scale: float, psd: np.ndarray, c0: int,
+                  c1: int) -> None:  # pragma: no cover - compiled
+    """Zero-pad the loaded ``re + i im`` (first ``n`` samples) to the FFT length, transform, and
+    split the two rows' one-sided power into rows ``c0`` and ``c1`` of ``psd``."""
+    for i in range(n, re.shape[0]):
+        re[i] = 0.0
+        im[i] = 0.0
+    _fft_inplace(re, im, swaps, tw_re, tw_im)
+    _split_power(re, im, scale, psd, c0, c1)
+
+
+@njit(**JIT)
 def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, c0: int,
                  c1: int) -> None:  # pragma: no cover - compiled
     """One-sided power spectra of two real signals packed as ``a + i b`` and transformed
@@ -317,7 +330,6 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, swaps: np
     part, row b as the imaginary part).
     """
     n_ch, n = x.shape
-    p = re.shape[0]
     for c0 in range(0, n_ch, 2):
         c1 = c0 + 1 if c0 + 1 < n_ch else -1
         m0 = means[c0]
@@ -330,11 +342,7 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, swaps: np
             for i in range(n):
                 re[i] = (x[c0, i] - m0) * win[i]
                 im[i] = 0.0
-        for i in range(n, p):
-            re[i] = 0.0
-            im[i] = 0.0
-        _fft_inplace(re, im, swaps, tw_re, tw_im)
-        _split_power(re, im, scale, psd, c0, c1)
+        _padded_power(re, im, n, swaps, tw_re, tw_im, scale, psd, c0, c1)
 
 
 @njit(**JIT)
@@ -520,11 +528,7 @@ def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, swaps: np.ndarray, tw_re
         for i in range(n):
             re[i] = (env[0, i] - m0) * win[i]
             im[i] = (env[1, i] - m1) * win[i] if c1 >= 0 else 0.0
-        for i in range(n, p):
-            re[i] = 0.0
-            im[i] = 0.0
-        _fft_inplace(re, im, swaps, tw_re, tw_im)
-        _split_power(re, im, scale, psd, c0, c1)
+        _padded_power(re, im, n, swaps, tw_re, tw_im, scale, psd, c0, c1)
 
 
 @njit(**JIT)
