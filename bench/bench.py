@@ -51,7 +51,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-GOALS = {"kernel_ratio": 20.0, "replay_samples_per_s": 1_000_000, "peak_rss_mb": 200.0, "warm_first_prediction_s": 3.0}
+GOALS = {
+    "kernel_ratio": 20.0,
+    "replay_samples_per_s": 1_000_000,
+    "peak_rss_mb": 200.0,
+    "warm_first_prediction_s": 3.0,
+}
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -79,14 +84,18 @@ def simulate_recording(path: Path, seconds: float, rate_hz: float = 1000.0, seed
                 mai = "" if (state == "off" or not settled or (fault != "normal" and sev < 0.6)) else fault
                 for i in range(k, min(k + 100, len(t))):
                     r = x[i]
-                    lines.append(f"{t[i]:.3f},{r[0]:.6g},{r[1]:.6g},{r[2]:.6g},{r[3]:.6g},{r[4]:.6g},{r[5]:.6g},"
-                                 f"{temp:.3f},{act},{mai}\n")
+                    lines.append(
+                        f"{t[i]:.3f},{r[0]:.6g},{r[1]:.6g},{r[2]:.6g},{r[3]:.6g},{r[4]:.6g},{r[5]:.6g},"
+                        f"{temp:.3f},{act},{mai}\n"
+                    )
             f.writelines(lines)
     return n
 
 
 # -- (a) kernels -----------------------------------------------------------------------------------
-def _time_interleaved(fns: dict[str, Callable[[np.ndarray], Any]], wins: np.ndarray, reps: int) -> dict[str, float]:
+def _time_interleaved(
+    fns: dict[str, Callable[[np.ndarray], Any]], wins: np.ndarray, reps: int
+) -> dict[str, float]:
     """Best (over ``reps``) mean seconds per window of each function, repetitions interleaved."""
     best = dict.fromkeys(fns, math.inf)
     for _ in range(reps):
@@ -111,19 +120,54 @@ def bench_kernels(data: np.ndarray, reps: int) -> list[dict[str, Any]]:
     bands = (0.5, 5, 15, 30, 60, 120, 250, 500)
     skf = defect_multiples(9, 0.3126, 1.537)
     cases: list[tuple[str, dict[str, Any], int]] = [
-        ("6ch x 1024: stats + bands (default feature sets)",
-         {"channels": imu, "rate_hz": 1000.0, "window": 1024, "features": ("stats", "bands"), "bands_hz": bands}, 0),
-        ("6ch x 1024: stats + bands + spectrum + motion",
-         {"channels": imu, "rate_hz": 1000.0, "window": 1024, "features": ("stats", "bands", "spectrum", "motion"),
-          "bands_hz": bands}, 0),
-        ("3ch x 1024: maintenance (stats, bands, velocity, shaft, envelope)",
-         {"channels": imu[:3], "rate_hz": 1000.0, "window": 1024,
-          "features": ("stats", "bands", "velocity", "shaft", "envelope"),
-          "bands_hz": (5, 20, 40, 60, 100, 200, 300, 450, 500), "shaft_range_hz": (5.0, 40.0), "defects": skf}, 3),
-        ("2ch x 2048 at 12 kHz: CWRU (stats, velocity, shaft, envelope)",
-         {"channels": ("de", "fe"), "rate_hz": 12000.0, "window": 2048,
-          "features": ("stats", "velocity", "shaft", "envelope"), "shaft_hz": 29.93, "defects": skf,
-          "accel_unit": "g"}, 2),
+        (
+            "6ch x 1024: stats + bands (default feature sets)",
+            {
+                "channels": imu,
+                "rate_hz": 1000.0,
+                "window": 1024,
+                "features": ("stats", "bands"),
+                "bands_hz": bands,
+            },
+            0,
+        ),
+        (
+            "6ch x 1024: stats + bands + spectrum + motion",
+            {
+                "channels": imu,
+                "rate_hz": 1000.0,
+                "window": 1024,
+                "features": ("stats", "bands", "spectrum", "motion"),
+                "bands_hz": bands,
+            },
+            0,
+        ),
+        (
+            "3ch x 1024: maintenance (stats, bands, velocity, shaft, envelope)",
+            {
+                "channels": imu[:3],
+                "rate_hz": 1000.0,
+                "window": 1024,
+                "features": ("stats", "bands", "velocity", "shaft", "envelope"),
+                "bands_hz": (5, 20, 40, 60, 100, 200, 300, 450, 500),
+                "shaft_range_hz": (5.0, 40.0),
+                "defects": skf,
+            },
+            3,
+        ),
+        (
+            "2ch x 2048 at 12 kHz: CWRU (stats, velocity, shaft, envelope)",
+            {
+                "channels": ("de", "fe"),
+                "rate_hz": 12000.0,
+                "window": 2048,
+                "features": ("stats", "velocity", "shaft", "envelope"),
+                "shaft_hz": 29.93,
+                "defects": skf,
+                "accel_unit": "g",
+            },
+            2,
+        ),
     ]
     out = []
     rng = np.random.default_rng(0)
@@ -131,23 +175,37 @@ def bench_kernels(data: np.ndarray, reps: int) -> list[dict[str, Any]]:
         n_ch, win = len(kw["channels"]), kw["window"]
         starts = rng.integers(0, data.shape[0] - win, 60)
         if kw["rate_hz"] == 1000.0:
-            wins = np.stack([data[s:s + win, :n_ch].T for s in starts])
+            wins = np.stack([data[s : s + win, :n_ch].T for s in starts])
         else:  # 12 kHz bearing-like: impacts ringing a 3 kHz resonance at BPFI, plus noise
             t = np.arange(win) / kw["rate_hz"]
             ring = np.exp(-(t % (1 / 162.0)) / 0.0015) * np.sin(2 * np.pi * 3000 * t)
             wins = rng.standard_normal((60, n_ch, win)) * 0.05 + ring
         if n_bp:  # band-passed rows, as the stream stage would deliver them
-            sos = scipy.signal.butter(4, [250, 480] if kw["rate_hz"] == 1000.0 else [2000, 5000], btype="bandpass",
-                                      fs=kw["rate_hz"], output="sos")
+            sos = scipy.signal.butter(
+                4,
+                [250, 480] if kw["rate_hz"] == 1000.0 else [2000, 5000],
+                btype="bandpass",
+                fs=kw["rate_hz"],
+                output="sos",
+            )
             wins = np.concatenate([wins, scipy.signal.sosfilt(sos, wins[:, :n_bp], axis=-1)], axis=1)
         wins = np.ascontiguousarray(wins)
         fx, ref = FeatureExtractor(**kw), NaiveFeatures(**kw)
-        err = max(float(np.max(np.abs(fx.compute(w) - ref.vector(w)) / (np.abs(ref.vector(w)) + 1e-9)))
-                  for w in wins[:5])
+        err = max(
+            float(np.max(np.abs(fx.compute(w) - ref.vector(w)) / (np.abs(ref.vector(w)) + 1e-9)))
+            for w in wins[:5]
+        )
         t = _time_interleaved({"numba": fx.compute, "numpy": ref.vector}, wins, reps)
-        out.append({"case": label, "features": len(fx.names), "numba_us": round(t["numba"] * 1e6, 1),
-                    "numpy_us": round(t["numpy"] * 1e6, 1), "ratio": round(t["numpy"] / t["numba"], 1),
-                    "max_rel_diff": float(f"{err:.2g}")})
+        out.append(
+            {
+                "case": label,
+                "features": len(fx.names),
+                "numba_us": round(t["numba"] * 1e6, 1),
+                "numpy_us": round(t["numpy"] * 1e6, 1),
+                "ratio": round(t["numpy"] / t["numba"], 1),
+                "max_rel_diff": float(f"{err:.2g}"),
+            }
+        )
     return out
 
 
@@ -167,6 +225,7 @@ class Stages:
             finally:
                 self.seconds[name] += time.perf_counter() - t0
                 self.calls[name] += 1
+
         return timed
 
     def wrap_gen(self, name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
@@ -181,6 +240,7 @@ class Stages:
                     return
                 self.seconds[name] += time.perf_counter() - t0
                 yield item
+
         return timed
 
 
@@ -197,7 +257,7 @@ def bench_replay(config: Path, recording: Path, stub_learners: bool = False) -> 
         engine = real_build(*a, **k)
         for task in engine.tasks.values():
             task.extractor.compute = st.wrap("features", task.extractor.compute)
-            task._as_dict = st.wrap("feature_dict", task._as_dict)  # noqa: SLF001
+            task._as_dict = st.wrap("feature_dict", task._as_dict)
             task.windower.push = st.wrap_gen("windowing_stream", task.windower.push)
             m = task.model
             if stub_learners:
@@ -208,7 +268,7 @@ def bench_replay(config: Path, recording: Path, stub_learners: bool = False) -> 
             m.score = st.wrap("anomaly", m.score)
             m.learn = st.wrap("learn", m.learn)
             task.process = st.wrap("task_total", task.process)
-        engine._emit = st.wrap("publish", engine._emit)  # noqa: SLF001
+        engine._emit = st.wrap("publish", engine._emit)
         engine.ingest = st.wrap("ingest_total", engine.ingest)
         return engine
 
@@ -240,8 +300,12 @@ def bench_replay(config: Path, recording: Path, stub_learners: bool = False) -> 
     n = rep["samples"]
     windows = {k: v["windows"] for k, v in rep["tasks"].items()}
     return {
-        "samples": n, "windows": windows, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-        "samples_per_s": round(n / wall), "samples_per_cpu_s": round(n / cpu),
+        "samples": n,
+        "windows": windows,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "samples_per_s": round(n / wall),
+        "samples_per_cpu_s": round(n / cpu),
         "stages_s": {k: round(v, 3) for k, v in stages.items()},
         "stages_share": {k: round(v / wall, 3) for k, v in stages.items()},
         "us_per_window": {k: round(v / max(1, sum(windows.values())) * 1e6, 1) for k, v in stages.items()},
@@ -304,8 +368,13 @@ def _service_run(config: Path, port: int, run_s: float, tasks: int) -> dict[str,
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}  # cache under the state dir
     env["PYTHONPATH"] = str(REPO)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(config)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edged", "run", "-c", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         if not all_seen.wait(180):
             raise RuntimeError(f"not every task predicted within 180 s (got {sorted(first)})")
@@ -321,10 +390,17 @@ def _service_run(config: Path, port: int, run_s: float, tasks: int) -> dict[str,
         sub.loop_stop()
         sub.disconnect()
     per_task = {k: round(v - t0, 2) for k, v in sorted(first.items())}
-    return {"first_prediction_s": min(per_task.values()), "every_task_s": max(per_task.values()),
-            "first_by_task_s": per_task, "peak_rss_mb": round(hwm / 1024, 1), "rss_at_end_mb": round(rss / 1024, 1),
-            "rss_anon_at_end_mb": round(anon / 1024, 1), "rss_file_at_end_mb": round(file_ / 1024, 1),
-            "exit_code": rc, "ran_s": run_s}
+    return {
+        "first_prediction_s": min(per_task.values()),
+        "every_task_s": max(per_task.values()),
+        "first_by_task_s": per_task,
+        "peak_rss_mb": round(hwm / 1024, 1),
+        "rss_at_end_mb": round(rss / 1024, 1),
+        "rss_anon_at_end_mb": round(anon / 1024, 1),
+        "rss_file_at_end_mb": round(file_ / 1024, 1),
+        "exit_code": rc,
+        "ran_s": run_s,
+    }
 
 
 def bench_service(tmp: Path, run_s: float) -> dict[str, Any]:
@@ -342,8 +418,12 @@ def bench_service(tmp: Path, run_s: float) -> dict[str, Any]:
         warm = _service_run(cfg, port, run_s, n_tasks)
         cache = state / "numba-cache"
         files = sum(1 for _ in cache.rglob("*")) if cache.exists() else 0
-        return {"cold": cold, "warm": warm, "numba_cache_files": files,
-                "first_window_s": 0.512}  # the activity window (512 samples at 1 kHz) must fill first
+        return {
+            "cold": cold,
+            "warm": warm,
+            "numba_cache_files": files,
+            "first_window_s": 0.512,
+        }  # the activity window (512 samples at 1 kHz) must fill first
     finally:
         broker.terminate()
         broker.wait(10)
@@ -354,32 +434,47 @@ def _table(res: dict[str, Any]) -> str:
     lines = ["(a) features per window: numba vs numpy/scipy (same windows, best of reps)", ""]
     lines.append(f"  {'case':<66}{'feats':>6}{'numba us':>10}{'numpy us':>10}{'ratio':>8}")
     for k in res["kernels"]:
-        lines.append(f"  {k['case']:<66}{k['features']:>6}{k['numba_us']:>10}{k['numpy_us']:>10}{k['ratio']:>7}x")
-    for key, title in (("replay", "default pipelines"), ("replay_front_end", "learners stubbed (front end only)")):
+        lines.append(
+            f"  {k['case']:<66}{k['features']:>6}{k['numba_us']:>10}{k['numpy_us']:>10}{k['ratio']:>7}x"
+        )
+    for key, title in (
+        ("replay", "default pipelines"),
+        ("replay_front_end", "learners stubbed (front end only)"),
+    ):
         r = res.get(key)
         if not r:
             continue
-        lines += ["", f"(b) replay, {title}: {r['samples']:,} samples, windows {r['windows']}",
-                  f"  {r['samples_per_s']:,} samples/s wall, {r['samples_per_cpu_s']:,} samples per CPU-second",
-                  f"  {'stage':<20}{'seconds':>9}{'share':>8}{'us/window':>11}"]
+        lines += [
+            "",
+            f"(b) replay, {title}: {r['samples']:,} samples, windows {r['windows']}",
+            f"  {r['samples_per_s']:,} samples/s wall, {r['samples_per_cpu_s']:,} samples per CPU-second",
+            f"  {'stage':<20}{'seconds':>9}{'share':>8}{'us/window':>11}",
+        ]
         for stage, sec in r["stages_s"].items():
-            lines.append(f"  {stage:<20}{sec:>9.3f}{r['stages_share'][stage]:>8.1%}{r['us_per_window'][stage]:>11}")
+            lines.append(
+                f"  {stage:<20}{sec:>9.3f}{r['stages_share'][stage]:>8.1%}{r['us_per_window'][stage]:>11}"
+            )
     s = res.get("service")
     if s:
-        lines += ["", "(c) edged run on config.toml (simulated sensors)",
-                  f"  first prediction: cold cache {s['cold']['first_prediction_s']} s (every task "
-                  f"{s['cold']['every_task_s']} s), warm cache {s['warm']['first_prediction_s']} s (every task "
-                  f"{s['warm']['every_task_s']} s); the first {s['first_window_s']} s window must fill first",
-                  f"  peak RSS (VmHWM): cold {s['cold']['peak_rss_mb']} MB, warm {s['warm']['peak_rss_mb']} MB "
-                  f"after {s['warm']['ran_s']} s; at the end {s['warm']['rss_anon_at_end_mb']} MB anonymous + "
-                  f"{s['warm']['rss_file_at_end_mb']} MB file-backed (shared libraries)"]
+        lines += [
+            "",
+            "(c) edged run on config.toml (simulated sensors)",
+            f"  first prediction: cold cache {s['cold']['first_prediction_s']} s (every task "
+            f"{s['cold']['every_task_s']} s), warm cache {s['warm']['first_prediction_s']} s (every task "
+            f"{s['warm']['every_task_s']} s); the first {s['first_window_s']} s window must fill first",
+            f"  peak RSS (VmHWM): cold {s['cold']['peak_rss_mb']} MB, warm {s['warm']['peak_rss_mb']} MB "
+            f"after {s['warm']['ran_s']} s; at the end {s['warm']['rss_anon_at_end_mb']} MB anonymous + "
+            f"{s['warm']['rss_file_at_end_mb']} MB file-backed (shared libraries)",
+        ]
     lines += ["", "goals: " + ", ".join(f"{k} {v:,}" for k, v in GOALS.items())]
     return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=600.0, help="length of the simulated recording (s at 1 kHz)")
+    ap.add_argument(
+        "--seconds", type=float, default=600.0, help="length of the simulated recording (s at 1 kHz)"
+    )
     ap.add_argument("--reps", type=int, default=7, help="repetitions of the kernel timing")
     ap.add_argument("--service-seconds", type=float, default=20.0, help="how long each service run lasts")
     ap.add_argument("--skip-service", action="store_true", help="skip (c) (needs mosquitto)")
@@ -389,8 +484,13 @@ def main() -> int:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(tmp / "numba-cache"))  # before pipelines are imported
     try:
         res: dict[str, Any] = {
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpus": os.cpu_count(), "cpu": _cpu_model(), "loadavg_at_start": list(os.getloadavg())},
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "cpu": _cpu_model(),
+                "loadavg_at_start": list(os.getloadavg()),
+            },
             "goals": GOALS,
         }
         rec = tmp / "sim.csv"

@@ -26,10 +26,12 @@ from drivers.invensense import MPU6050, MPU6500
 from drivers.sensirion import SHT3x
 from drivers.st import LSM6DS3, LSM6DSOX
 
-IMUS = [("MPU-6050", MPU6050, lambda: EmuMpu("mpu6050"), 0x68, 1000.0),
-        ("MPU-6500", MPU6500, lambda: EmuMpu("mpu6500"), 0x68, 1000.0),
-        ("LSM6DSOX", LSM6DSOX, EmuLsm6dsox, 0x6A, 1666.0),
-        ("LSM6DS3", LSM6DS3, EmuLsm6ds3, 0x6A, 1666.0)]
+IMUS = [
+    ("MPU-6050", MPU6050, lambda: EmuMpu("mpu6050"), 0x68, 1000.0),
+    ("MPU-6500", MPU6500, lambda: EmuMpu("mpu6500"), 0x68, 1000.0),
+    ("LSM6DSOX", LSM6DSOX, EmuLsm6dsox, 0x6A, 1666.0),
+    ("LSM6DS3", LSM6DS3, EmuLsm6ds3, 0x6A, 1666.0),
+]
 
 
 def _drain(chip: Any) -> None:
@@ -46,8 +48,9 @@ def imu(name: str, cls: type, make: Any, addr: int, rate: float, seconds: float)
     clock = FakeClock()
     chip = make()
     bus = EmulatedBus({addr: chip}, clock=clock)
-    drv = cls(bus, addr, rate_hz=rate, sleep=clock.sleep, clock=clock,
-              channels=["ax", "ay", "az", "gx", "gy", "gz"])
+    drv = cls(
+        bus, addr, rate_hz=rate, sleep=clock.sleep, clock=clock, channels=["ax", "ay", "az", "gx", "gy", "gz"]
+    )
     drv.setup()
     bus0, t_bus0 = bus.bus_seconds(), clock()
     n = 0
@@ -63,8 +66,14 @@ def imu(name: str, cls: type, make: Any, addr: int, rate: float, seconds: float)
     ref_clock = FakeClock()
     ref_chip = make()
     ref_bus = EmulatedBus({addr: ref_chip}, clock=ref_clock)
-    cls(ref_bus, addr, rate_hz=rate, sleep=ref_clock.sleep, clock=ref_clock,
-        channels=["ax", "ay", "az", "gx", "gy", "gz"]).setup()
+    cls(
+        ref_bus,
+        addr,
+        rate_hz=rate,
+        sleep=ref_clock.sleep,
+        clock=ref_clock,
+        channels=["ax", "ay", "az", "gx", "gy", "gz"],
+    ).setup()
     c0 = time.process_time()
     end = ref_clock() + seconds
     while ref_clock() < end:
@@ -72,8 +81,15 @@ def imu(name: str, cls: type, make: Any, addr: int, rate: float, seconds: float)
         ref_chip.advance(ref_clock())
         _drain(ref_chip)
     ref = time.process_time() - c0
-    return {"samples": n, "rate": rate, "cpu_share": max(0.0, full - ref) / seconds, "ratio": full / max(ref, 1e-9),
-            "bus_share": bus_share, "poll_ms": drv.poll_s * 1000, "fifo_overflows": drv.stats["fifo_overflows"]}
+    return {
+        "samples": n,
+        "rate": rate,
+        "cpu_share": max(0.0, full - ref) / seconds,
+        "ratio": full / max(ref, 1e-9),
+        "bus_share": bus_share,
+        "poll_ms": drv.poll_s * 1000,
+        "fifo_overflows": drv.stats["fifo_overflows"],
+    }
 
 
 def env(name: str, cls: type, chip: Any, addr: int, reads: int) -> dict[str, float]:
@@ -93,14 +109,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="chip time per IMU (default 20 s)")
     args = ap.parse_args()
-    print(f"{'chip':10} {'rate':>7} {'poll':>7} {'driver CPU':>11} {'vs emulator':>12} {'bus @400kHz':>12} {'overflows':>9}")
+    print(
+        f"{'chip':10} {'rate':>7} {'poll':>7} {'driver CPU':>11} {'vs emulator':>12} {'bus @400kHz':>12} {'overflows':>9}"
+    )
     for name, cls, make, addr, rate in IMUS:
         r = imu(name, cls, make, addr, rate, args.seconds)
-        print(f"{name:10} {rate:6.0f}Hz {r['poll_ms']:5.1f}ms {100 * r['cpu_share']:10.2f}% {r['ratio']:11.2f}x "
-              f"{100 * r['bus_share']:11.1f}% {r['fifo_overflows']:9d}")
+        print(
+            f"{name:10} {rate:6.0f}Hz {r['poll_ms']:5.1f}ms {100 * r['cpu_share']:10.2f}% {r['ratio']:11.2f}x "
+            f"{100 * r['bus_share']:11.1f}% {r['fifo_overflows']:9d}"
+        )
     for name, cls, chip, addr in [("BME280", BME280, EmuBosch(), 0x76), ("SHT3x", SHT3x, EmuSht3x(), 0x44)]:
         r = env(name, cls, chip, addr, 500)
-        print(f"{name:10} one read: {r['cpu_ms_per_read']:.3f} ms CPU, {r['bus_ms_per_read']:.3f} ms of bus at 400 kHz")
+        print(
+            f"{name:10} one read: {r['cpu_ms_per_read']:.3f} ms CPU, {r['bus_ms_per_read']:.3f} ms of bus at 400 kHz"
+        )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,16 @@ def basic_motions() -> dict[str, Any]:
     d = DATA / "basic_motions"
     rep = replay(cfg, [d / "stream_train.csv", d / "stream_test.csv"])
     train, test = (f["tasks"]["activity"] for f in rep["files"])
-    return {"name": "BasicMotions (activity)", "rep": rep, "rows": [
-        ("accuracy, train stream (cold start)", train["accuracy"], ">= 0.9"),
-        ("accuracy, test stream", test["accuracy"], ">= 0.975 (goal 1.0)"),
-        ("macro-F1, test stream", test["macro_f1"], ""),
-    ], "model": rep["tasks"]["activity"]["model"]}
+    return {
+        "name": "BasicMotions (activity)",
+        "rep": rep,
+        "rows": [
+            ("accuracy, train stream (cold start)", train["accuracy"], ">= 0.9"),
+            ("accuracy, test stream", test["accuracy"], ">= 0.975 (goal 1.0)"),
+            ("macro-F1, test stream", test["macro_f1"], ""),
+        ],
+        "model": rep["tasks"]["activity"]["model"],
+    }
 
 
 def cwru() -> dict[str, Any] | None:
@@ -50,10 +55,15 @@ def cwru() -> dict[str, Any] | None:
     rep = replay(cfg, [DATA / "cwru_dev" / "stream.csv.gz"])
     task = next(iter(cfg.tasks))
     r = rep["tasks"][task]
-    return {"name": f"CWRU bearings ({task})", "rep": rep, "rows": [
-        ("accuracy", r["accuracy"], ">= 0.99"),
-        ("macro-F1", r["macro_f1"], ">= 0.98"),
-    ], "model": r["model"]}
+    return {
+        "name": f"CWRU bearings ({task})",
+        "rep": rep,
+        "rows": [
+            ("accuracy", r["accuracy"], ">= 0.99"),
+            ("macro-F1", r["macro_f1"], ">= 0.98"),
+        ],
+        "model": r["model"],
+    }
 
 
 def nab() -> dict[str, Any]:
@@ -69,12 +79,18 @@ def nab() -> dict[str, Any]:
     ts, on = onsets(preds, task)
     res = score(rows_t, ts[on], wins, profiles["standard"]["CostMatrix"], probation)
     per = ", ".join("yes" if w else "no" for w in res["per_window"])
-    return {"name": "NAB machine temperature (anomaly)", "rep": rep, "nab": res, "rows": [
-        ("anomaly windows flagged (of 4)", res["windows_detected"], "4"),
-        (f"flagged per window: {per}", None, ""),
-        ("alarm onsets outside the windows (after probation)", res["false_positives"], "few"),
-        ("NAB raw score, standard profile", res["score"], "null -4.0, HTM 1.36, perfect ~3.95"),
-    ], "model": rep["tasks"][task]["model"]}
+    return {
+        "name": "NAB machine temperature (anomaly)",
+        "rep": rep,
+        "nab": res,
+        "rows": [
+            ("anomaly windows flagged (of 4)", res["windows_detected"], "4"),
+            (f"flagged per window: {per}", None, ""),
+            ("alarm onsets outside the windows (after probation)", res["false_positives"], "few"),
+            ("NAB raw score, standard profile", res["score"], "null -4.0, HTM 1.36, perfect ~3.95"),
+        ],
+        "model": rep["tasks"][task]["model"],
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -100,11 +116,15 @@ def main() -> None:
     for r in results:
         m = r["model"]
         feats = ", ".join(list(m["reliance"].get("features", {}))[:6]) or "n/a"
-        notes.append(f"- {r['name']}: {m['algorithm']}, final version {m['version']}, "
-                     f"{m['size_bytes'] / 1024:.0f} KiB; relies most on: {feats}")
+        notes.append(
+            f"- {r['name']}: {m['algorithm']}, final version {m['version']}, "
+            f"{m['size_bytes'] / 1024:.0f} KiB; relies most on: {feats}"
+        )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    text = (f"{START}\nMeasured {stamp} with `python -m bench.evaluate` ({time.perf_counter() - t0:.0f} s, "
-            f"one pass, prequential):\n\n{body}\n\n" + "\n".join(notes) + f"\n{END}")
+    text = (
+        f"{START}\nMeasured {stamp} with `python -m bench.evaluate` ({time.perf_counter() - t0:.0f} s, "
+        f"one pass, prequential):\n\n{body}\n\n" + "\n".join(notes) + f"\n{END}"
+    )
     print(text)
     if not args.no_write:
         readme = REPO / "README.md"

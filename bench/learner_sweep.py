@@ -40,11 +40,20 @@ def sweep(config: Path, task: str, files: list[str], windows: list[tuple[int, in
         t["window"], t["hop"], t["classifier"] = w, h, m
         cfg = parse(raw, str(config), config.resolve().parent)
         rep = replay(cfg, files)
-        rows.append({"window": w, "hop": h, "model": m,
-                     "files": [f["tasks"][task]["accuracy"] for f in rep["files"]],
-                     "all": rep["tasks"][task]["accuracy"]})
+        rows.append(
+            {
+                "window": w,
+                "hop": h,
+                "model": m,
+                "files": [f["tasks"][task]["accuracy"] for f in rep["files"]],
+                "all": rep["tasks"][task]["accuracy"],
+            }
+        )
         name = m["model"] + "".join(f" {k}={v}" for k, v in m.items() if k != "model")
-        print(f"window {w:>5} hop {h:>5}  {name:<42}" + "".join(f"{a:>8.3f}" for a in rows[-1]["files"]), flush=True)
+        print(
+            f"window {w:>5} hop {h:>5}  {name:<42}" + "".join(f"{a:>8.3f}" for a in rows[-1]["files"]),
+            flush=True,
+        )
     return rows
 
 

@@ -43,11 +43,18 @@ def onsets(predictions: list[dict[str, Any]], task: str) -> tuple[np.ndarray, np
     return ts, np.flatnonzero(rising)
 
 
-def score(row_ts: np.ndarray, detections_ts: np.ndarray, windows: list[tuple[float, float]],
-          profile: dict[str, float], probation_rows: int) -> dict[str, Any]:
+def score(
+    row_ts: np.ndarray,
+    detections_ts: np.ndarray,
+    windows: list[tuple[float, float]],
+    profile: dict[str, float],
+    probation_rows: int,
+) -> dict[str, Any]:
     """Raw NAB score of ``detections_ts`` over a file whose rows are at ``row_ts``."""
     idx = np.searchsorted(row_ts, detections_ts)  # row index of each detection
-    wins = [(int(np.searchsorted(row_ts, a)), int(np.searchsorted(row_ts, b, "right")) - 1) for a, b in windows]
+    wins = [
+        (int(np.searchsorted(row_ts, a)), int(np.searchsorted(row_ts, b, "right")) - 1) for a, b in windows
+    ]
     total = 0.0
     detected = [None] * len(wins)
     fps: list[dict[str, Any]] = []
@@ -71,6 +78,10 @@ def score(row_ts: np.ndarray, detections_ts: np.ndarray, windows: list[tuple[flo
         total += s
     for d in detected:
         total += d["score"] if d is not None else -profile["fnWeight"]
-    return {"score": round(total, 4), "windows_detected": sum(d is not None for d in detected),
-            "per_window": [d and {"row": d["row"], "score": round(d["score"], 4)} for d in detected],
-            "false_positives": len(fps), "fp_penalty": round(sum(f["score"] for f in fps), 4)}
+    return {
+        "score": round(total, 4),
+        "windows_detected": sum(d is not None for d in detected),
+        "per_window": [d and {"row": d["row"], "score": round(d["score"], 4)} for d in detected],
+        "false_positives": len(fps),
+        "fp_penalty": round(sum(f["score"] for f in fps), 4),
+    }

@@ -41,7 +41,9 @@ def run(task_over: dict[str, Any], anomaly_over: dict[str, Any]) -> tuple[dict[s
     rows = np.loadtxt(D / "stream.csv", delimiter=",", skiprows=1, usecols=0)
     probation = min(int(0.15 * len(rows)), int(0.15 * 5000))
     ts, on = onsets(preds, "maintenance")
-    return score(rows, ts[on], wins, profiles["standard"]["CostMatrix"], probation), rep["tasks"]["maintenance"]["anomaly"]["alarms"]
+    return score(rows, ts[on], wins, profiles["standard"]["CostMatrix"], probation), rep["tasks"][
+        "maintenance"
+    ]["anomaly"]["alarms"]
 
 
 def main() -> None:
@@ -51,8 +53,11 @@ def main() -> None:
     grid = itertools.product([12, 24], [0.99, 0.995], [8, 10], [0, 12, 36, 72], [1, 2, 3])
     for w, q, h, hold, seed in grid:
         r, alarms = run({"window": w}, {"quantile": q, "height": h, "hold": hold, "seed": seed})
-        print(f"window={w:3} quantile={q} height={h} hold={hold:3} seed={seed}: score={r['score']:7.3f} "
-              f"windows={r['windows_detected']} fp={r['false_positives']} alarms={alarms}", flush=True)
+        print(
+            f"window={w:3} quantile={q} height={h} hold={hold:3} seed={seed}: score={r['score']:7.3f} "
+            f"windows={r['windows_detected']} fp={r['false_positives']} alarms={alarms}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

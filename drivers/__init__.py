@@ -34,9 +34,17 @@ REGISTRY: dict[str, type] = {
 }
 
 CONFIGS: tuple[type[SensorConfig], ...] = (
-    SimImuConfig, SimEnvConfig, FileSensorConfig,
-    Mpu6050Config, Mpu6500Config, Lsm6dsoxConfig, Lsm6ds3Config,
-    Bme280Config, Bmp280Config, Sht3xConfig, Sht4xConfig,
+    SimImuConfig,
+    SimEnvConfig,
+    FileSensorConfig,
+    Mpu6050Config,
+    Mpu6500Config,
+    Lsm6dsoxConfig,
+    Lsm6ds3Config,
+    Bme280Config,
+    Bmp280Config,
+    Sht3xConfig,
+    Sht4xConfig,
 )
 
 __all__ = ["CHIPS", "CONFIGS", "REGISTRY", "Block", "DeviceNotFound", "DriverError", "SensorConfig"]

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from pipelines.features import JIT
+from pipelines.jit import JIT
 
 _POW10 = np.array([10.0**k for k in range(23)])  # all exact in float64
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -87,8 +87,15 @@ def _number(buf: np.ndarray, fs: int, fe: int) -> tuple[float, bool]:  # pragma:
 
 
 @njit(**JIT)
-def _parse(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, out: np.ndarray, hashes: np.ndarray,
-           spans: np.ndarray, fallback: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
+def _parse(
+    buf: np.ndarray,
+    kinds: np.ndarray,
+    slots: np.ndarray,
+    out: np.ndarray,
+    hashes: np.ndarray,
+    spans: np.ndarray,
+    fallback: np.ndarray,
+) -> tuple[int, int]:  # pragma: no cover - compiled
     """Parse the complete lines in ``buf`` (uint8).
 
     ``kinds[c]`` says what column ``c`` is (``IGNORE``, ``NUMBER``, ``LABEL``) and ``slots[c]``
@@ -169,7 +176,9 @@ def _parse(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, out: np.ndarra
 
 
 @njit(**JIT)
-def _first_mismatch(buf: np.ndarray, spans: np.ndarray, codes: np.ndarray, reps: np.ndarray) -> int:  # pragma: no cover
+def _first_mismatch(
+    buf: np.ndarray, spans: np.ndarray, codes: np.ndarray, reps: np.ndarray
+) -> int:  # pragma: no cover
     """First row whose label bytes differ from the representative of its hash (-1: none);
     guards the hash-to-name mapping against collisions."""
     for r in range(codes.shape[0]):
@@ -186,8 +195,9 @@ def _first_mismatch(buf: np.ndarray, spans: np.ndarray, codes: np.ndarray, reps:
     return -1
 
 
-def parse_rows(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, n_numbers: int,
-               n_labels: int) -> tuple[np.ndarray, list[tuple[np.ndarray, tuple[str, ...]]], list[tuple[int, int, str]]]:
+def parse_rows(
+    buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, n_numbers: int, n_labels: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, tuple[str, ...]]], list[tuple[int, int, str]]]:
     """Numbers (rows, n_numbers), per label column (codes, names), and the cells the fast path
     left to Python as (row, column, text); see :func:`_parse`."""
     max_rows = int(np.count_nonzero(buf == 10)) + 1
@@ -210,10 +220,11 @@ def parse_rows(buf: np.ndarray, kinds: np.ndarray, slots: np.ndarray, n_numbers:
         for u, (value, i) in enumerate(zip(uniq, first, strict=True)):
             if value != 0:
                 remap[u] = len(names)
-                names.append(bytes(buf[sp[i, 0]:sp[i, 1]]).decode("utf-8").replace('""', '"'))
+                names.append(bytes(buf[sp[i, 0] : sp[i, 1]]).decode("utf-8").replace('""', '"'))
         codes = remap[inv]
-        reps = np.array([sp[i] for value, i in zip(uniq, first, strict=True) if value != 0],
-                        dtype=np.int64).reshape(-1, 2)
+        reps = np.array(
+            [sp[i] for value, i in zip(uniq, first, strict=True) if value != 0], dtype=np.int64
+        ).reshape(-1, 2)
         bad = _first_mismatch(buf, sp, codes, reps)
         if bad >= 0:  # two different labels with one 64-bit hash: name every row in Python
             text = [bytes(buf[s:e]).decode("utf-8").replace('""', '"') for s, e in sp]

@@ -45,8 +45,14 @@ SKIPPED_20 = 0x80000  # what a skipped temperature/pressure conversion reads
 SKIPPED_16 = 0x8000  # ... and a skipped humidity conversion
 
 #: ID register values of Bosch environmental chips (for clear errors and for `sensors scan`)
-KNOWN_IDS = {0x55: "BMP180", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)", 0x58: "BMP280", 0x60: "BME280",
-             0x61: "BME680"}
+KNOWN_IDS = {
+    0x55: "BMP180",
+    0x56: "BMP280 (sample)",
+    0x57: "BMP280 (sample)",
+    0x58: "BMP280",
+    0x60: "BME280",
+    0x61: "BME680",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +146,8 @@ def compensate_h(adc_h: int, t_fine: int, c: Calibration) -> float:
     """Relative humidity in %RH, clamped to 0..100 (BME280 ``bme280_compensate_H_double``)."""
     var_h = t_fine - 76800.0
     var_h = (adc_h - (c.H4 * 64.0 + c.H5 / 16384.0 * var_h)) * (
-        c.H2 / 65536.0 * (1.0 + c.H6 / 67108864.0 * var_h * (1.0 + c.H3 / 67108864.0 * var_h)))
+        c.H2 / 65536.0 * (1.0 + c.H6 / 67108864.0 * var_h * (1.0 + c.H3 / 67108864.0 * var_h))
+    )
     var_h = var_h * (1.0 - c.H1 * var_h / 524288.0)
     return min(100.0, max(0.0, var_h))
 
@@ -158,12 +165,25 @@ class _BoschEnv(SingleShotChip):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
     ADDRESSES = (0x76, 0x77)
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 85.0), "pressure": (30000.0, 110000.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "temperature": (-40.0, 85.0),
+        "pressure": (30000.0, 110000.0),
+        "humidity": (0.0, 100.0),
+    }
     STUCK_AFTER = 30
     SATURATES = ("humidity", 0.0, 100.0)
 
-    def __init__(self, bus: Any, address: int = 0x76, *, oversampling: int = 1, iir_filter: int = 0,
-                 rate_hz: float = 1.0, channels: Sequence[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int = 0x76,
+        *,
+        oversampling: int = 1,
+        iir_filter: int = 0,
+        rate_hz: float = 1.0,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(bus, address, rate_hz=rate_hz, channels=channels, **kw)
         if oversampling not in OSRS or oversampling == 0 or iir_filter not in FILTER:
             raise ValueError(f"unsupported oversampling {oversampling} or IIR filter {iir_filter}")
@@ -204,8 +224,10 @@ class _BoschEnv(SingleShotChip):
         block2 = self.dev.read(REG_CALIB2, 7) if self.HUMIDITY else None
         cal = Calibration.parse(block1, block2)
         if not cal.plausible():
-            raise DriverError(f"{self.CHIP} at {self.dev.where()}: calibration words read as "
-                              f"{block1[:6].hex()}...; the NVM cannot be read")
+            raise DriverError(
+                f"{self.CHIP} at {self.dev.where()}: calibration words read as "
+                f"{block1[:6].hex()}...; the NVM cannot be read"
+            )
         self.cal = cal
 
     def _measure(self) -> tuple[int, int, int]:
@@ -220,14 +242,18 @@ class _BoschEnv(SingleShotChip):
                 break
             self.sleep(0.001)
         else:
-            raise DriverError(f"{self.CHIP} at {d.where()}: conversion still running after "
-                              f"{self.conversion_s * 1000 + 10:.0f} ms")
+            raise DriverError(
+                f"{self.CHIP} at {d.where()}: conversion still running after "
+                f"{self.conversion_s * 1000 + 10:.0f} ms"
+            )
         if b[1] & 0xFC != self._ctrl_meas & 0xFC or b[2] & 0x1C != self._config & 0x1C:
             # settings lost between the trigger and now (a reset): this conversion used others
             self.ready = False
-            raise DriverError(f"{self.CHIP} at {d.where()}: settings read back as ctrl_meas "
-                              f"0x{b[1]:02x}, config 0x{b[2]:02x}: the chip was reset")
-        data = b[REG_DATA - REG_STATUS:]
+            raise DriverError(
+                f"{self.CHIP} at {d.where()}: settings read back as ctrl_meas "
+                f"0x{b[1]:02x}, config 0x{b[2]:02x}: the chip was reset"
+            )
+        data = b[REG_DATA - REG_STATUS :]
         adc_p = data[0] << 12 | data[1] << 4 | data[2] >> 4
         adc_t = data[3] << 12 | data[4] << 4 | data[5] >> 4
         adc_h = data[6] << 8 | data[7] if self.HUMIDITY else 0
@@ -282,8 +308,10 @@ class _BoschConfig(I2cSensorConfig):
     def _rate_fits(self) -> _BoschConfig:
         t = conversion_time_s(self.oversampling, self.oversampling, self.oversampling)
         if t * self.rate_hz > 0.9:
-            raise ValueError(f"rate_hz {self.rate_hz:g} leaves no time for conversions of up to {t * 1000:.0f} ms "
-                             f"at oversampling {self.oversampling}; at most {0.9 / t:.0f} Hz")
+            raise ValueError(
+                f"rate_hz {self.rate_hz:g} leaves no time for conversions of up to {t * 1000:.0f} ms "
+                f"at oversampling {self.oversampling}; at most {0.9 / t:.0f} Hz"
+            )
         return self
 
 

@@ -25,12 +25,17 @@ import numpy as np
 
 from drivers import bosch
 from drivers.fakebus import EmulatedBus, EmulatedChip, RegisterChip, nack
+from pipelines.units import STANDARD_GRAVITY
 
-G = 9.80665
+G = STANDARD_GRAVITY
 DEG = math.pi / 180.0
 
-ImuSource = Callable[[np.ndarray], np.ndarray]  # sample times (s) -> (n, 6): ax ay az (m/s^2), gx gy gz (rad/s)
-EnvSource = Callable[[float], tuple[float, float, float]]  # time -> temperature (degC), humidity (%RH), pressure (Pa)
+ImuSource = Callable[
+    [np.ndarray], np.ndarray
+]  # sample times (s) -> (n, 6): ax ay az (m/s^2), gx gy gz (rad/s)
+EnvSource = Callable[
+    [float], tuple[float, float, float]
+]  # time -> temperature (degC), humidity (%RH), pressure (Pa)
 
 
 def still(seed: int = 0, noise: float = 0.02, gravity_axis: int = 2) -> ImuSource:
@@ -46,7 +51,9 @@ def still(seed: int = 0, noise: float = 0.02, gravity_axis: int = 2) -> ImuSourc
     return source
 
 
-def calm(temperature: float = 22.0, humidity: float = 45.0, pressure: float = 101325.0, seed: int = 0) -> EnvSource:
+def calm(
+    temperature: float = 22.0, humidity: float = 45.0, pressure: float = 101325.0, seed: int = 0
+) -> EnvSource:
     """A room with a little noise."""
     rng = np.random.default_rng(seed)
 
@@ -68,8 +75,13 @@ class _EmuImu(RegisterChip):
     WHO_AM_I_REG = 0x00
     CHIP_ID = 0x00
 
-    def __init__(self, source: ImuSource | None = None, temperature_c: float | Callable[[float], float] = 30.0,
-                 clock_error: float = 0.0, chip_id: int | None = None) -> None:
+    def __init__(
+        self,
+        source: ImuSource | None = None,
+        temperature_c: float | Callable[[float], float] = 30.0,
+        clock_error: float = 0.0,
+        chip_id: int | None = None,
+    ) -> None:
         self.source = source or still()
         self.temperature_c = temperature_c
         self.clock_error = clock_error  # relative: +0.01 = the chip's oscillator runs 1 % fast
@@ -141,8 +153,11 @@ class EmuMpu(_EmuImu):
     WHO_AM_I_REG = 0x75
     ACCEL_LSB_PER_G = (16384.0, 8192.0, 4096.0, 2048.0)  # AFS_SEL 0..3
     GYRO_LSB_PER_DPS = (131.0, 65.5, 32.8, 16.4)  # FS_SEL 0..3
-    VARIANTS: ClassVar[dict[str, tuple[int, int, float, float]]] = {"mpu6050": (0x68, 1024, 340.0, 36.53), "mpu6500": (0x70, 512, 333.87, 21.0),
-                "mpu9250": (0x71, 512, 333.87, 21.0)}
+    VARIANTS: ClassVar[dict[str, tuple[int, int, float, float]]] = {
+        "mpu6050": (0x68, 1024, 340.0, 36.53),
+        "mpu6500": (0x70, 512, 333.87, 21.0),
+        "mpu9250": (0x71, 512, 333.87, 21.0),
+    }
 
     def __init__(self, variant: str = "mpu6050", **kw: Any) -> None:
         chip_id, self.capacity, self.temp_sens, self.temp_offset = self.VARIANTS[variant]
@@ -193,17 +208,24 @@ class EmuMpu(_EmuImu):
         fields = self._packet_fields()
         if not fields:
             return
-        col = {"ax": raw[:, 0], "ay": raw[:, 1], "az": raw[:, 2], "gx": raw[:, 3], "gy": raw[:, 4],
-               "gz": raw[:, 5], "temp": np.full(raw.shape[0], temp_raw)}
+        col = {
+            "ax": raw[:, 0],
+            "ay": raw[:, 1],
+            "az": raw[:, 2],
+            "gx": raw[:, 3],
+            "gy": raw[:, 4],
+            "gz": raw[:, 5],
+            "temp": np.full(raw.shape[0], temp_raw),
+        }
         packets = np.stack([col[f] for f in fields], axis=1).astype(">i2").tobytes()
         self.fifo += packets
         self.sample_times.append(t)
         if len(self.fifo) > self.capacity:
             self.regs[0x3A] |= 0x10  # FIFO_OFLOW_INT
             if self.variant != "mpu6050" and self.regs[0x1A] & 0x40:  # FIFO_MODE: keep the old data
-                del self.fifo[self.capacity:]
+                del self.fifo[self.capacity :]
             else:
-                del self.fifo[:len(self.fifo) - self.capacity]
+                del self.fifo[: len(self.fifo) - self.capacity]
 
     def on_write(self, reg: int, value: int, now: float) -> None:
         if reg == 0x6B and value & 0x80:  # DEVICE_RESET
@@ -259,7 +281,9 @@ class _EmuLsm6(_EmuImu):
         mg = self.MG_PER_LSB[(self.regs[0x10] >> 2) & 3]
         ctrl2 = self.regs[0x11]
         mdps = 4.375 if ctrl2 & 0x02 else self.MDPS_PER_LSB[(ctrl2 >> 2) & 3]
-        return np.concatenate((_int16(v[:, :3] / G * 1000.0 / mg), _int16(v[:, 3:] / DEG * 1000.0 / mdps)), axis=1)
+        return np.concatenate(
+            (_int16(v[:, :3] / G * 1000.0 / mg), _int16(v[:, 3:] / DEG * 1000.0 / mdps)), axis=1
+        )
 
     def emit(self, t: np.ndarray, raw: np.ndarray, temp_c: float) -> None:
         last = raw[-1]
@@ -322,9 +346,9 @@ class EmuLsm6dsox(_EmuLsm6):
         if len(self.words) > self.CAPACITY:
             self.overrun = True
             if mode == 0b001:  # FIFO mode: stop when full
-                del self.words[self.CAPACITY:]
+                del self.words[self.CAPACITY :]
             else:
-                del self.words[:len(self.words) - self.CAPACITY]
+                del self.words[: len(self.words) - self.CAPACITY]
 
     def on_write(self, reg: int, value: int, now: float) -> None:
         super().on_write(reg, value, now)
@@ -398,7 +422,7 @@ class EmuLsm6ds3(_EmuLsm6):
         if over > 0:
             self.overrun = True
             if mode == 0b001:
-                del self.fifo_words[self.capacity:]
+                del self.fifo_words[self.capacity :]
             else:
                 del self.fifo_words[:over]
                 self._read_index += over
@@ -414,8 +438,12 @@ class EmuLsm6ds3(_EmuLsm6):
             return n & 0xFF
         if reg == 0x3B:
             mask = 0x0F if self.capacity == 4096 else 0x07
-            return (0x40 if self.overrun else 0) | (0x20 if n >= self.capacity else 0) | \
-                (0x10 if n == 0 else 0) | (n >> 8 & mask)
+            return (
+                (0x40 if self.overrun else 0)
+                | (0x20 if n >= self.capacity else 0)
+                | (0x10 if n == 0 else 0)
+                | (n >> 8 & mask)
+            )
         if reg in (0x3C, 0x3D):
             pattern = self._read_index % max(1, self._per_set())
             return pattern & 0xFF if reg == 0x3C else pattern >> 8 & 0x03
@@ -449,8 +477,26 @@ class EmuLsm6ds3(_EmuLsm6):
 # -- Bosch ------------------------------------------------------------------------------------------
 #: T/P calibration of the BMP280 datasheet's worked example (section 3.12) and humidity words of
 #: the size a real BME280 carries (Bosch publishes no humidity example).
-TYPICAL_CALIBRATION = bosch.Calibration(27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000,
-                                        H1=75, H2=362, H3=0, H4=333, H5=0, H6=30)
+TYPICAL_CALIBRATION = bosch.Calibration(
+    27504,
+    26435,
+    -1000,
+    36477,
+    -10685,
+    3024,
+    2855,
+    140,
+    -7,
+    15500,
+    -14600,
+    6000,
+    H1=75,
+    H2=362,
+    H3=0,
+    H4=333,
+    H5=0,
+    H6=30,
+)
 
 
 def encode_calibration(c: bosch.Calibration) -> tuple[bytes, bytes]:
@@ -459,8 +505,17 @@ def encode_calibration(c: bosch.Calibration) -> tuple[bytes, bytes]:
     b1 = (words.astype(np.int64) & 0xFFFF).astype("<u2").tobytes()
     b1 += bytes([0, c.H1 & 0xFF])
     h4, h5 = c.H4 & 0xFFF, c.H5 & 0xFFF
-    b2 = bytes([c.H2 & 0xFF, (c.H2 >> 8) & 0xFF, c.H3 & 0xFF, h4 >> 4, (h4 & 0x0F) | (h5 & 0x0F) << 4, h5 >> 4,
-                c.H6 & 0xFF])
+    b2 = bytes(
+        [
+            c.H2 & 0xFF,
+            (c.H2 >> 8) & 0xFF,
+            c.H3 & 0xFF,
+            h4 >> 4,
+            (h4 & 0x0F) | (h5 & 0x0F) << 4,
+            h5 >> 4,
+            c.H6 & 0xFF,
+        ]
+    )
     return b1, b2
 
 
@@ -479,9 +534,14 @@ class EmuBosch(RegisterChip):
     ``adc`` fixes the raw (adc_T, adc_P, adc_H) values instead of converting a source (datasheet
     vectors). Writes follow Bosch's I2C format: register/value pairs."""
 
-    def __init__(self, source: EnvSource | None = None, humidity: bool = True,
-                 calibration: bosch.Calibration = TYPICAL_CALIBRATION, adc: tuple[int, int, int] | None = None,
-                 chip_id: int | None = None) -> None:
+    def __init__(
+        self,
+        source: EnvSource | None = None,
+        humidity: bool = True,
+        calibration: bosch.Calibration = TYPICAL_CALIBRATION,
+        adc: tuple[int, int, int] | None = None,
+        chip_id: int | None = None,
+    ) -> None:
         self.source = source or calm()
         self.humidity = humidity
         self.cal = calibration
@@ -498,9 +558,9 @@ class EmuBosch(RegisterChip):
     def power_cycle(self, now: float) -> None:
         super().power_cycle(now)
         b1, b2 = encode_calibration(self.cal)
-        self.regs[0x88:0x88 + 26] = b1
+        self.regs[0x88 : 0x88 + 26] = b1
         if self.humidity:
-            self.regs[0xE1:0xE1 + 7] = b2
+            self.regs[0xE1 : 0xE1 + 7] = b2
         self.regs[0xD0] = self.chip_id
         self.regs[0xF7:0xFF] = bytes([0x80, 0, 0, 0x80, 0, 0, 0x80, 0])  # reset values: "skipped"
         self._done_at = None
@@ -538,7 +598,9 @@ class EmuBosch(RegisterChip):
         self.conversions += 1
         ctrl = self.regs[0xF4]
         self.regs[0xF4] = ctrl & 0xFC  # back to sleep mode
-        adc_t, adc_p, adc_h = self.adc if self.adc is not None else self._to_adc(*self.source(self._t_trigger))
+        adc_t, adc_p, adc_h = (
+            self.adc if self.adc is not None else self._to_adc(*self.source(self._t_trigger))
+        )
         if self.stuck and self._last is not None:
             adc_t, adc_p, adc_h = self._last
         self._last = (adc_t, adc_p, adc_h)
@@ -548,8 +610,16 @@ class EmuBosch(RegisterChip):
             adc_p = 0x80000
         if self.humidity and not self.regs[0xF2] & 7:
             adc_h = 0x8000
-        self.regs[0xF7:0xFD] = bytes([adc_p >> 12, adc_p >> 4 & 0xFF, (adc_p & 0xF) << 4,
-                                      adc_t >> 12, adc_t >> 4 & 0xFF, (adc_t & 0xF) << 4])
+        self.regs[0xF7:0xFD] = bytes(
+            [
+                adc_p >> 12,
+                adc_p >> 4 & 0xFF,
+                (adc_p & 0xF) << 4,
+                adc_t >> 12,
+                adc_t >> 4 & 0xFF,
+                (adc_t & 0xF) << 4,
+            ]
+        )
         if self.humidity:
             self.regs[0xFD:0xFF] = bytes([adc_h >> 8, adc_h & 0xFF])
 
@@ -589,8 +659,9 @@ def _with_crc(*words: int) -> bytes:
 class _EmuSensirion(EmulatedChip):
     MEASURE: ClassVar[dict[bytes, float]] = {}  # command -> typical duration (s)
 
-    def __init__(self, source: EnvSource | None = None, raw: tuple[int, int] | None = None,
-                 serial: int = 0x12345678) -> None:
+    def __init__(
+        self, source: EnvSource | None = None, raw: tuple[int, int] | None = None, serial: int = 0x12345678
+    ) -> None:
         self.source = source or calm()
         self.raw = raw
         self.serial = serial
@@ -640,8 +711,14 @@ class _EmuSensirion(EmulatedChip):
 class EmuSht3x(_EmuSensirion):
     """SHT3x-DIS: 16-bit commands; single shot without clock stretching; status register."""
 
-    MEASURE: ClassVar[dict[bytes, float]] = {b"\x24\x00": 0.0125, b"\x24\x0b": 0.0045, b"\x24\x16": 0.0025,
-               b"\x2c\x06": 0.0125, b"\x2c\x0d": 0.0045, b"\x2c\x10": 0.0025}
+    MEASURE: ClassVar[dict[bytes, float]] = {
+        b"\x24\x00": 0.0125,
+        b"\x24\x0b": 0.0045,
+        b"\x24\x16": 0.0025,
+        b"\x2c\x06": 0.0125,
+        b"\x2c\x0d": 0.0045,
+        b"\x2c\x10": 0.0025,
+    }
 
     def to_raw(self, temp: float, hum: float) -> tuple[int, int]:
         s_t = round((temp + 45.0) * 65535.0 / 175.0)
@@ -683,8 +760,12 @@ class EmuSht4x(_EmuSensirion):
 
 
 # -- the simulator's bus ----------------------------------------------------------------------------
-def make_emulator(driver: str, imu: ImuSource | None = None, env: EnvSource | None = None,
-                  temperature_c: float | Callable[[float], float] = 35.0) -> EmulatedChip:
+def make_emulator(
+    driver: str,
+    imu: ImuSource | None = None,
+    env: EnvSource | None = None,
+    temperature_c: float | Callable[[float], float] = 35.0,
+) -> EmulatedChip:
     """An emulated chip for a driver name, fed by the given sources."""
     if driver in ("mpu6050", "mpu6500"):
         return EmuMpu(driver, source=imu, temperature_c=temperature_c)
@@ -701,13 +782,15 @@ def make_emulator(driver: str, imu: ImuSource | None = None, env: EnvSource | No
     raise ValueError(f"no emulator for driver {driver!r}")
 
 
-def sim_bus(sensors: dict[str, Any], world: Any, seed: int = 1, clock: Callable[[], float] | None = None) -> EmulatedBus:
+def sim_bus(
+    sensors: dict[str, Any], world: Any, seed: int = 1, clock: Callable[[], float] | None = None
+) -> EmulatedBus:
     """The emulated bus of the simulator: one emulated chip per sensor with ``bus = "sim"``,
     fed by the simulated machine (``world`` times are seconds since ``world.t0`` on ``clock``)."""
     import time
 
     bus = EmulatedBus(clock=clock or time.monotonic, name="sim")
-    for i, (name, s) in enumerate(sensors.items()):
+    for i, (_name, s) in enumerate(sensors.items()):
         if getattr(s, "bus", None) != "sim":
             continue
         rng = np.random.default_rng(seed * 1000 + i)

@@ -128,8 +128,13 @@ class _Fault:
 class EmulatedBus:
     """smbus2.SMBus look-alike with chips attached at addresses (thread-safe: one lock)."""
 
-    def __init__(self, chips: dict[int, EmulatedChip] | None = None, clock: Callable[[], float] = time.monotonic,
-                 name: str = "sim", rdwr: bool = True) -> None:
+    def __init__(
+        self,
+        chips: dict[int, EmulatedChip] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "sim",
+        rdwr: bool = True,
+    ) -> None:
         self.chips: dict[int, EmulatedChip] = dict(chips or {})
         self.clock = clock
         self.name = name
@@ -218,7 +223,9 @@ class EmulatedBus:
             chip = self._begin("write_byte_data", i2c_addr)
             chip.write(bytes([register, value & 0xFF]), self.clock())
 
-    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int, force: bool | None = None) -> list[int]:
+    def read_i2c_block_data(
+        self, i2c_addr: int, register: int, length: int, force: bool | None = None
+    ) -> list[int]:
         if length > 32:
             raise ValueError("Desired block length over 32 bytes")  # as smbus2
         with self._lock:
@@ -228,7 +235,9 @@ class EmulatedBus:
             chip.write(bytes([register]), now)
             return list(chip.read(length, now))
 
-    def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int], force: bool | None = None) -> None:
+    def write_i2c_block_data(
+        self, i2c_addr: int, register: int, data: Sequence[int], force: bool | None = None
+    ) -> None:
         if len(data) > 32:
             raise ValueError("Data length cannot exceed 32 bytes")
         with self._lock:

@@ -31,10 +31,11 @@ import structlog
 from pydantic import Field, field_validator
 
 from drivers.base import Block, DeviceNotFound, DriverError, SensorConfig, select_channels
+from pipelines.units import STANDARD_GRAVITY
 
 log = structlog.get_logger("edged.drivers")
 
-G = 9.80665  # m/s^2 per g (standard gravity: the unit of the datasheets' "g")
+G = STANDARD_GRAVITY
 DEG = math.pi / 180.0  # rad per degree
 
 #: errors a working bus produces now and then (noise, a slow chip, a NACK mid-transfer)
@@ -78,8 +79,16 @@ class Device:
     consumed bytes from the FIFO, so the caller resynchronises instead.
     """
 
-    def __init__(self, bus: Any, address: int, bus_name: str = "?", retries: int = 3, backoff_s: float = 0.001,
-                 sleep: Callable[[float], None] = time.sleep, stats: Counter[str] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int,
+        bus_name: str = "?",
+        retries: int = 3,
+        backoff_s: float = 0.001,
+        sleep: Callable[[float], None] = time.sleep,
+        stats: Counter[str] | None = None,
+    ) -> None:
         self.bus = bus
         self.address = address
         self.bus_name = bus_name
@@ -116,12 +125,15 @@ class Device:
 
     # -- register access -----------------------------------------------------------------------
     def read_u8(self, reg: int) -> int:
-        return int(self._call(f"read register 0x{reg:02x}",
-                              lambda: self.bus.read_byte_data(self.address, reg)))
+        return int(
+            self._call(f"read register 0x{reg:02x}", lambda: self.bus.read_byte_data(self.address, reg))
+        )
 
     def write_u8(self, reg: int, value: int) -> None:
-        self._call(f"write 0x{value:02x} to register 0x{reg:02x}",
-                   lambda: self.bus.write_byte_data(self.address, reg, value & 0xFF))
+        self._call(
+            f"write 0x{value:02x} to register 0x{reg:02x}",
+            lambda: self.bus.write_byte_data(self.address, reg, value & 0xFF),
+        )
 
     def read(self, reg: int, n: int, unit: int = 1, fifo: bool = False) -> bytes:
         """``n`` bytes from ``reg`` on: one I2C_RDWR transfer (write register, repeated start,
@@ -133,19 +145,26 @@ class Device:
         if n <= 32 or not self.rdwr:
             return self._read_chunks(reg, n, unit, fifo)
         try:
-            return bytes(self._call(f"read {n} bytes from register 0x{reg:02x}",
-                                    lambda: self._rdwr_read(reg, n), retry))
+            return bytes(
+                self._call(
+                    f"read {n} bytes from register 0x{reg:02x}", lambda: self._rdwr_read(reg, n), retry
+                )
+            )
         except BusError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
                 raise
             self.rdwr = False
-            log.warning("i2c_rdwr_unsupported", bus=self.bus_name, note="falling back to 32-byte SMBus block reads")
+            log.warning(
+                "i2c_rdwr_unsupported", bus=self.bus_name, note="falling back to 32-byte SMBus block reads"
+            )
             return self._read_chunks(reg, n, unit, fifo)
 
     def write(self, reg: int, data: Sequence[int]) -> None:
         """One write transaction: ``reg`` then ``data`` (at most 32 bytes)."""
-        self._call(f"write {len(data)} bytes at register 0x{reg:02x}",
-                   lambda: self.bus.write_i2c_block_data(self.address, reg, list(data)))
+        self._call(
+            f"write {len(data)} bytes at register 0x{reg:02x}",
+            lambda: self.bus.write_i2c_block_data(self.address, reg, list(data)),
+        )
 
     def _rdwr_read(self, reg: int, n: int) -> bytes:
         from smbus2 import i2c_msg
@@ -161,8 +180,13 @@ class Device:
         while len(out) < n:
             k = min(step, n - len(out))
             r = reg if fifo else reg + len(out)
-            out += bytes(self._call(f"read {k} bytes from register 0x{r:02x}",
-                                    lambda k=k, r=r: self.bus.read_i2c_block_data(self.address, r, k), not fifo))
+            out += bytes(
+                self._call(
+                    f"read {k} bytes from register 0x{r:02x}",
+                    lambda k=k, r=r: self.bus.read_i2c_block_data(self.address, r, k),
+                    not fifo,
+                )
+            )
         return bytes(out)
 
     def command(self, cmd: bytes, what: str) -> None:
@@ -297,7 +321,7 @@ class I2cSensorConfig(SensorConfig):
     @classmethod
     def _bus(cls, v: int | str) -> int | str:
         if isinstance(v, int) and not 0 <= v <= 255:
-            raise ValueError("bus must be a number N (for /dev/i2c-N) or \"sim\"")
+            raise ValueError('bus must be a number N (for /dev/i2c-N) or "sim"')
         return v
 
     def driver_kwargs(self) -> dict[str, Any]:
@@ -323,8 +347,10 @@ def config_problems(sensors: dict[str, Any]) -> list[str]:
             continue
         key = (s.bus, s.address)
         if key in seen:
-            problems.append(f"sensors.{name}.address: 0x{s.address:02x} on bus {s.bus} is already "
-                            f"used by sensor {seen[key]!r}")
+            problems.append(
+                f"sensors.{name}.address: 0x{s.address:02x} on bus {s.bus} is already "
+                f"used by sensor {seen[key]!r}"
+            )
         seen.setdefault(key, name)
     return problems
 
@@ -347,12 +373,28 @@ class ChipDriver:
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {}
     STUCK_AFTER: ClassVar[int] = 50
 
-    def __init__(self, bus: Any, address: int, *, rate_hz: float = 1.0, channels: Sequence[str] | None = None,
-                 bus_name: str | None = None, retries: int = 3, stuck_after: int | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int,
+        *,
+        rate_hz: float = 1.0,
+        channels: Sequence[str] | None = None,
+        bus_name: str | None = None,
+        retries: int = 3,
+        stuck_after: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stats: Counter[str] = Counter()
-        self.dev = Device(bus, address, bus_name if bus_name is not None else str(getattr(bus, "name", "?")),
-                          retries, sleep=sleep, stats=self.stats)
+        self.dev = Device(
+            bus,
+            address,
+            bus_name if bus_name is not None else str(getattr(bus, "name", "?")),
+            retries,
+            sleep=sleep,
+            stats=self.stats,
+        )
         self.rate_hz = float(rate_hz)
         self.channels = select_channels(self.CHANNELS, channels)
         self._cols = [self.CHANNELS.index(c) for c in self.channels]
@@ -382,8 +424,10 @@ class ChipDriver:
 
     def _wrong_chip(self, reg: int, found: int, expected: dict[int, str]) -> DeviceNotFound:
         want = " or ".join(f"0x{v:02x} ({p})" for v, p in expected.items())
-        return DeviceNotFound(f"{self.CHIP} expected at {self.dev.where()}: ID register 0x{reg:02x} reads "
-                              f"0x{found:02x}, expected {want}; check the driver and address in the config")
+        return DeviceNotFound(
+            f"{self.CHIP} expected at {self.dev.where()}: ID register 0x{reg:02x} reads "
+            f"0x{found:02x}, expected {want}; check the driver and address in the config"
+        )
 
     def _absent(self, exc: BusError) -> DriverError:
         if exc.errno in NO_ACK:
@@ -406,11 +450,22 @@ class ChipDriver:
         self._setups += 1
         if self._setups > 1:
             self.stats["reinits"] += 1
-            log.info("sensor_reinitialised", sensor=self.name, chip=self.part, bus=self.dev.bus_name,
-                     addr=f"0x{self.dev.address:02x}")
+            log.info(
+                "sensor_reinitialised",
+                sensor=self.name,
+                chip=self.part,
+                bus=self.dev.bus_name,
+                addr=f"0x{self.dev.address:02x}",
+            )
         else:
-            log.info("sensor_initialised", sensor=self.name, chip=self.part, bus=self.dev.bus_name,
-                     addr=f"0x{self.dev.address:02x}", rate_hz=self.rate_hz)
+            log.info(
+                "sensor_initialised",
+                sensor=self.name,
+                chip=self.part,
+                bus=self.dev.bus_name,
+                addr=f"0x{self.dev.address:02x}",
+                rate_hz=self.rate_hz,
+            )
 
     def _ensure(self) -> None:
         if not self.ready:
@@ -496,11 +551,14 @@ class LinuxBus:
     def write_byte_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
         self._open().write_byte_data(i2c_addr, register, value, force)
 
-    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int, force: bool | None = None) -> list[int]:
+    def read_i2c_block_data(
+        self, i2c_addr: int, register: int, length: int, force: bool | None = None
+    ) -> list[int]:
         return list(self._open().read_i2c_block_data(i2c_addr, register, length, force))
 
-    def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int],
-                             force: bool | None = None) -> None:
+    def write_i2c_block_data(
+        self, i2c_addr: int, register: int, data: Sequence[int], force: bool | None = None
+    ) -> None:
         self._open().write_i2c_block_data(i2c_addr, register, data, force)
 
     def i2c_rdwr(self, *msgs: Any) -> None:
@@ -548,12 +606,13 @@ class SingleShotChip(ChipDriver):
         self._due = (self._due if self._due > now - self.poll_s else now) + self.poll_s
         return True
 
-    def _sample(self, now: float, raw: Sequence[int], vals: dict[str, float]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _sample(
+        self, now: float, raw: Sequence[int], vals: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One sample in the ``_acquire`` shape."""
         sat = False
         if self.SATURATES is not None and self.SATURATES[0] in vals:
             ch, lo, hi = self.SATURATES
             sat = vals[ch] in (lo, hi)
         x = np.array([[vals[c] for c in self.CHANNELS]])
-        return np.array([now]), np.array([raw[:len(self.CHANNELS)]], dtype=np.int64), x, np.array([sat])
+        return np.array([now]), np.array([raw[: len(self.CHANNELS)]], dtype=np.int64), x, np.array([sat])

@@ -40,8 +40,9 @@ class FifoImu(ChipDriver):
     FIFO_BYTES: ClassVar[int] = 1024  # FIFO capacity
     BYTES_PER_WORD: ClassVar[float] = 2.0  # FIFO bytes per 16-bit value (7/3 for tagged FIFOs)
 
-    def __init__(self, bus: Any, address: int, *, rate_hz: float, channels: Sequence[str] | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, bus: Any, address: int, *, rate_hz: float, channels: Sequence[str] | None = None, **kw: Any
+    ) -> None:
         super().__init__(bus, address, rate_hz=rate_hz, channels=channels, **kw)
         sel = set(self.channels)
         self.accel = bool(sel & {"ax", "ay", "az"})
@@ -101,8 +102,12 @@ class FifoImu(ChipDriver):
             self.stats["fifo_overflows"] += 1
             k = self.stats["fifo_overflows"]
             if k <= 10 or k % 100 == 0:
-                log.warning("fifo_overflow", sensor=self.name, overflows=k,
-                            note="samples were lost: the FIFO filled before it was read")
+                log.warning(
+                    "fifo_overflow",
+                    sensor=self.name,
+                    overflows=k,
+                    note="samples were lost: the FIFO filled before it was read",
+                )
             self.flag("overflow", f"FIFO overflow: samples lost ({k} overflows so far)", now)
             self._restart("overflow")
             return None
@@ -135,12 +140,18 @@ class FifoImu(ChipDriver):
             return
         if not self._config_intact():
             self.stats["resets_detected"] += 1
-            log.warning("chip_reset_detected", sensor=self.name, quiet_s=round(quiet, 3),
-                        note="the chip lost its configuration; setting it up again")
+            log.warning(
+                "chip_reset_detected",
+                sensor=self.name,
+                quiet_s=round(quiet, 3),
+                note="the chip lost its configuration; setting it up again",
+            )
             self.setup()
             return
-        raise DriverError(f"{self.CHIP} at {self.dev.where()}: no samples in the FIFO for {quiet:.2f} s "
-                          f"although it is configured for {self.rate_hz:g} Hz")
+        raise DriverError(
+            f"{self.CHIP} at {self.dev.where()}: no samples in the FIFO for {quiet:.2f} s "
+            f"although it is configured for {self.rate_hz:g} Hz"
+        )
 
 
 def closest(options: Sequence[float], value: float, rel: float = 0.002) -> float | None:

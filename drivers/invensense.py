@@ -72,14 +72,29 @@ class _Mpu(FifoImu):
     TEMP_LSB_PER_C: ClassVar[float] = 340.0
     TEMP_OFFSET_C: ClassVar[float] = 36.53
 
-    def __init__(self, bus: Any, address: int = 0x68, *, rate_hz: float = 1000.0, accel_range_g: int = 4,
-                 gyro_range_dps: int = 500, dlpf_hz: int = 184, channels: Sequence[str] | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int = 0x68,
+        *,
+        rate_hz: float = 1000.0,
+        accel_range_g: int = 4,
+        gyro_range_dps: int = 500,
+        dlpf_hz: int = 184,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> None:
         div = sample_rate_divider(rate_hz)
-        if div is None or accel_range_g not in ACCEL_LSB_PER_G or gyro_range_dps not in GYRO_LSB_PER_DPS \
-                or dlpf_hz not in DLPF_CFG:
-            raise ValueError(f"unsupported rate {rate_hz}, range {accel_range_g} g / {gyro_range_dps} dps "
-                             f"or DLPF {dlpf_hz} Hz")
+        if (
+            div is None
+            or accel_range_g not in ACCEL_LSB_PER_G
+            or gyro_range_dps not in GYRO_LSB_PER_DPS
+            or dlpf_hz not in DLPF_CFG
+        ):
+            raise ValueError(
+                f"unsupported rate {rate_hz}, range {accel_range_g} g / {gyro_range_dps} dps "
+                f"or DLPF {dlpf_hz} Hz"
+            )
         super().__init__(bus, address, rate_hz=1000.0 / (div + 1), channels=channels, **kw)
         self.div = div
         self.accel_range_g = accel_range_g
@@ -152,7 +167,11 @@ class _Mpu(FifoImu):
     def _config_intact(self) -> bool:
         pwr = self.dev.read_u8(PWR_MGMT_1)
         user = self.dev.read_u8(USER_CTRL)
-        return not pwr & PWR_SLEEP and bool(user & USER_CTRL_FIFO_EN) and self.dev.read_u8(FIFO_EN) == self.fifo_en
+        return (
+            not pwr & PWR_SLEEP
+            and bool(user & USER_CTRL_FIFO_EN)
+            and self.dev.read_u8(FIFO_EN) == self.fifo_en
+        )
 
     def read(self) -> dict[str, float]:
         """The latest sample from the data registers (one 14-byte burst)."""
@@ -164,9 +183,15 @@ class _Mpu(FifoImu):
                 self.ready = False
                 raise
         v = np.frombuffer(b, dtype=">i2").astype(np.float64)
-        return {"ax": v[0] * self.accel_lsb, "ay": v[1] * self.accel_lsb, "az": v[2] * self.accel_lsb,
-                "gx": v[4] * self.gyro_lsb, "gy": v[5] * self.gyro_lsb, "gz": v[6] * self.gyro_lsb,
-                "temperature": v[3] / self.TEMP_LSB_PER_C + self.TEMP_OFFSET_C}
+        return {
+            "ax": v[0] * self.accel_lsb,
+            "ay": v[1] * self.accel_lsb,
+            "az": v[2] * self.accel_lsb,
+            "gx": v[4] * self.gyro_lsb,
+            "gy": v[5] * self.gyro_lsb,
+            "gz": v[6] * self.gyro_lsb,
+            "temperature": v[3] / self.TEMP_LSB_PER_C + self.TEMP_OFFSET_C,
+        }
 
 
 class MPU6050(_Mpu):
@@ -206,7 +231,9 @@ class _MpuConfig(I2cSensorConfig):
     @classmethod
     def _rate(cls, v: float) -> float:
         if sample_rate_divider(v) is None:
-            raise ValueError("rate_hz must be 1000 / N for N = 1..256 (1000, 500, 333.333, 250, 200, 125, 100, ...)")
+            raise ValueError(
+                "rate_hz must be 1000 / N for N = 1..256 (1000, 500, 333.333, 250, 200, 125, 100, ...)"
+            )
         return v
 
 

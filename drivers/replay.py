@@ -31,7 +31,7 @@ class RecordingError(Exception):
 def _open(path: Path) -> TextIO:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+    return open(path, encoding="utf-8", newline="")
 
 
 def read_header(path: Path) -> tuple[list[str], dict[str, int]]:
@@ -47,7 +47,7 @@ def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
     if len(set(cols)) != len(cols):
         raise RecordingError(f"{path}: duplicate column names in header")
     channels = [c for c in cols[1:] if not c.startswith(LABEL_PREFIX)]
-    labels = {c[len(LABEL_PREFIX):]: i for i, c in enumerate(cols) if c.startswith(LABEL_PREFIX)}
+    labels = {c[len(LABEL_PREFIX) :]: i for i, c in enumerate(cols) if c.startswith(LABEL_PREFIX)}
     if any(not c for c in channels) or any(not t for t in labels):
         raise RecordingError(f"{path}: empty column name in header")
     return channels, labels
@@ -56,7 +56,7 @@ def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
 def _open_binary(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - closed by the caller
+    return open(path, "rb")
 
 
 def text_size(path: str | Path) -> int:
@@ -69,8 +69,12 @@ def text_size(path: str | Path) -> int:
     return p.stat().st_size
 
 
-def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "file",
-                   progress: Callable[[int], None] | None = None) -> Iterator[Block]:
+def read_recording(
+    path: str | Path,
+    chunk_rows: int = 65536,
+    source: str = "file",
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Block]:
     """Stream ``path`` as blocks of about ``chunk_rows`` rows; labels arrive as
     ``{task: (codes, vocabulary)}``. Bytes are split and parsed by a numba kernel
     (:mod:`drivers._csv`); unusual number cells go through ``float()``. ``progress`` is
@@ -127,8 +131,9 @@ def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "fil
                 try:
                     num[r, slots[c]] = float(text)
                 except ValueError:
-                    raise RecordingError(f"{p}: data row {row + r + 1}, column {c + 1}: "
-                                         f"not a number: {text[:40]!r}") from None
+                    raise RecordingError(
+                        f"{p}: data row {row + r + 1}, column {c + 1}: not a number: {text[:40]!r}"
+                    ) from None
             if num.shape[0] == 0:
                 continue
             t = np.ascontiguousarray(num[:, 0])
@@ -137,8 +142,10 @@ def read_recording(path: str | Path, chunk_rows: int = 65536, source: str = "fil
                 raise RecordingError(f"{p}: data row {row + bad + 1}: t is not a finite number")
             back = np.flatnonzero(np.diff(np.concatenate(([last_t], t))) < 0)
             if back.size:
-                raise RecordingError(f"{p}: data row {row + int(back[0]) + 1}: t goes backwards "
-                                     "(the format requires non-decreasing t)")
+                raise RecordingError(
+                    f"{p}: data row {row + int(back[0]) + 1}: t goes backwards "
+                    "(the format requires non-decreasing t)"
+                )
             last_t = float(t[-1])
             labels = dict(zip(label_cols, labels_raw, strict=True)) if label_cols else None
             yield Block(source, tuple(channels), t, np.ascontiguousarray(num[:, 1:]), labels)
@@ -164,8 +171,14 @@ class FileSensor:
 
     CHANNELS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, path: str | Path, channels: Sequence[str], loop: bool = True, start: float | None = None,
-                 chunk_rows: int = 8192) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        channels: Sequence[str],
+        loop: bool = True,
+        start: float | None = None,
+        chunk_rows: int = 8192,
+    ) -> None:
         self.path = Path(path)
         self.channels = tuple(channels)
         self.loop = loop
@@ -218,8 +231,13 @@ class FileSensor:
             tm = blk.t + self._offset
             n = int(np.searchsorted(tm, now, "right"))
             if n < len(blk):
-                self._pending = Block(blk.source, blk.channels, blk.t[n:], blk.x[n:],
-                                      {k: (c[n:], v) for k, (c, v) in blk.labels.items()} if blk.labels else None)
+                self._pending = Block(
+                    blk.source,
+                    blk.channels,
+                    blk.t[n:],
+                    blk.x[n:],
+                    {k: (c[n:], v) for k, (c, v) in blk.labels.items()} if blk.labels else None,
+                )
             if n:
                 out_t.append(tm[:n])
                 out_x.append(blk.x[:n][:, self._cols])

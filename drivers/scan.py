@@ -55,7 +55,9 @@ def identify(bus: Any, address: int, chips: dict[str, type], bus_name: str = "?"
     return None
 
 
-def scan(bus: Any, chips: dict[str, type], bus_name: str = "?", addresses: range = range(0x08, 0x78)) -> list[Found]:
+def scan(
+    bus: Any, chips: dict[str, type], bus_name: str = "?", addresses: range = range(0x08, 0x78)
+) -> list[Found]:
     """Every address that answers, identified where a known chip is found."""
     out = []
     for addr in addresses:

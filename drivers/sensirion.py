@@ -36,9 +36,11 @@ def words(data: bytes) -> list[int]:
     """Check and strip the CRC of each 16-bit word (``[msb, lsb, crc] * n``)."""
     out = []
     for i in range(0, len(data) - 2, 3):
-        word = data[i:i + 2]
+        word = data[i : i + 2]
         if crc8(word) != data[i + 2]:
-            raise CrcError(f"word {i // 3}: 0x{word.hex()} has CRC 0x{data[i + 2]:02x}, expected 0x{crc8(word):02x}")
+            raise CrcError(
+                f"word {i // 3}: 0x{word.hex()} has CRC 0x{data[i + 2]:02x}, expected 0x{crc8(word):02x}"
+            )
         out.append(word[0] << 8 | word[1])
     return out
 
@@ -74,8 +76,16 @@ class _Sensirion(SingleShotChip):
     SATURATES = ("humidity", 0.0, 100.0)
     MEASURE: ClassVar[dict[str, tuple[bytes, float]]] = {}
 
-    def __init__(self, bus: Any, address: int = 0x44, *, precision: str = "high", rate_hz: float = 1.0,
-                 channels: Sequence[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int = 0x44,
+        *,
+        precision: str = "high",
+        rate_hz: float = 1.0,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(bus, address, rate_hz=rate_hz, channels=channels, **kw)
         if precision not in self.MEASURE:
             raise ValueError(f"precision must be one of {list(self.MEASURE)}")
@@ -112,7 +122,10 @@ class SHT3x(_Sensirion):
     CHIP = "SHT3x"
     ADDRESSES = (0x44, 0x45)
     MEASURE = SHT3X_MEASURE
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "temperature": (-40.0, 125.0),
+        "humidity": (0.0, 100.0),
+    }
 
     @classmethod
     def identify(cls, dev: Device) -> str | None:
@@ -130,12 +143,16 @@ class SHT3x(_Sensirion):
             self.sleep(0.001)
             status = words(self.dev.receive(3, "read the status register"))[0]
         except CrcError as exc:
-            raise DeviceNotFound(f"SHT3x expected at {self.dev.where()}: the status word fails its CRC ({exc}); "
-                                 "another chip answers at this address") from None
+            raise DeviceNotFound(
+                f"SHT3x expected at {self.dev.where()}: the status word fails its CRC ({exc}); "
+                "another chip answers at this address"
+            ) from None
         except BusError as exc:
             if exc.errno in NO_ACK:  # the command was not acknowledged: no SHT3x here
-                raise DeviceNotFound(f"SHT3x expected at {self.dev.where()}: the status command 0xF32D is "
-                                     f"not acknowledged ({exc}); is it an SHT4x (driver \"sht4x\")?") from None
+                raise DeviceNotFound(
+                    f"SHT3x expected at {self.dev.where()}: the status command 0xF32D is "
+                    f'not acknowledged ({exc}); is it an SHT4x (driver "sht4x")?'
+                ) from None
             raise
         return f"SHT3x (status 0x{status:04x})"
 
@@ -154,7 +171,10 @@ class SHT4x(_Sensirion):
     CHIP = "SHT4x"
     ADDRESSES = (0x44, 0x45, 0x46)
     MEASURE = SHT4X_MEASURE
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "temperature": (-40.0, 125.0),
+        "humidity": (0.0, 100.0),
+    }
 
     @classmethod
     def identify(cls, dev: Device) -> str | None:
@@ -172,12 +192,16 @@ class SHT4x(_Sensirion):
             self.sleep(0.001)
             hi, lo = words(self.dev.receive(6, "read the serial number"))
         except CrcError as exc:
-            raise DeviceNotFound(f"SHT4x expected at {self.dev.where()}: the serial number fails its CRC "
-                                 f"({exc}); another chip answers at this address") from None
+            raise DeviceNotFound(
+                f"SHT4x expected at {self.dev.where()}: the serial number fails its CRC "
+                f"({exc}); another chip answers at this address"
+            ) from None
         except BusError as exc:
             if exc.errno in NO_ACK:
-                raise DeviceNotFound(f"SHT4x expected at {self.dev.where()}: the serial number command 0x89 "
-                                     f"is not acknowledged ({exc}); is it an SHT3x (driver \"sht3x\")?") from None
+                raise DeviceNotFound(
+                    f"SHT4x expected at {self.dev.where()}: the serial number command 0x89 "
+                    f'is not acknowledged ({exc}); is it an SHT3x (driver "sht3x")?'
+                ) from None
             raise
         return f"SHT4x (serial {hi << 16 | lo})"
 

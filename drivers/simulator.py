@@ -30,11 +30,12 @@ import numpy as np
 from pydantic import Field
 
 from drivers.base import Block, SensorConfig, StrictModel, select_channels
+from pipelines.units import STANDARD_GRAVITY
 
 STATES = ("off", "idle", "running")
 FAULTS = ("normal", "imbalance", "misalignment", "bearing_outer")
 
-G = 9.80665
+G = STANDARD_GRAVITY
 BPFO_X_SHAFT = 3.5848  # SKF 6205 outer-race defect frequency / shaft frequency (CWRU table)
 RESONANCE_HZ = 380.0
 NOMINAL_HZ = 25.0
@@ -117,7 +118,9 @@ class MachineWorld:
             state = choices[0][0] if u < choices[0][1] else choices[1][0]
             target = _TARGET_HZ[state] * (float(self._rng.uniform(0.96, 1.04)) if state != "off" else 0.0)
             f_end, angle_end = _speed_angle(last, np.array([last.end]))
-            nxt = _Segment(last.end, last.end + self._duration(), state, target, float(f_end[0]), float(angle_end[0]))
+            nxt = _Segment(
+                last.end, last.end + self._duration(), state, target, float(f_end[0]), float(angle_end[0])
+            )
             self._append_segment(nxt)
         while self._next_fault_at <= t + self.cfg.fault_duration_s * 2:
             start = self._next_fault_at
@@ -198,7 +201,7 @@ class MachineWorld:
 
     def env(self, t: float, rng: np.random.Generator) -> tuple[float, float, float]:
         """Temperature (degC), humidity (%RH), pressure (Pa) at world time ``t`` (call in time order)."""
-        state, fault, sev = self.truth(t)
+        _state, fault, sev = self.truth(t)
         seg = self._segments[int(np.searchsorted(self._seg_starts, t, "right")) - 1]
         f, _ = _speed_angle(seg, np.array([t]))
         load = float(f[0]) / NOMINAL_HZ
@@ -228,7 +231,9 @@ class _SimSensor:
 
     CHANNELS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, world: MachineWorld, rate_hz: float, channels: Sequence[str] | None, seed: int) -> None:
+    def __init__(
+        self, world: MachineWorld, rate_hz: float, channels: Sequence[str] | None, seed: int
+    ) -> None:
         self.world = world
         self.rate_hz = rate_hz
         self.channels = select_channels(self.CHANNELS, channels)
@@ -334,8 +339,11 @@ class SimLabeler:
                 else:
                     labels.append(None)
             for label, a, b in _runs(labels, grid, step):
-                body = {"label": label, "from": round(a + self.world.t0 + wall_offset, 3),
-                        "to": round(b + self.world.t0 + wall_offset, 3)}
+                body = {
+                    "label": label,
+                    "from": round(a + self.world.t0 + wall_offset, 3),
+                    "to": round(b + self.world.t0 + wall_offset, 3),
+                }
                 out.append((task, json.dumps(body).encode()))
         return out
 

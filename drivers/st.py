@@ -55,8 +55,17 @@ class _Lsm6(FifoImu):
     IDS: ClassVar[dict[int, str]] = {}
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
 
-    def __init__(self, bus: Any, address: int = 0x6A, *, rate_hz: float = 833.0, accel_range_g: int = 4,
-                 gyro_range_dps: int = 500, channels: Sequence[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        address: int = 0x6A,
+        *,
+        rate_hz: float = 833.0,
+        accel_range_g: int = 4,
+        gyro_range_dps: int = 500,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> None:
         odr = closest(list(ODR), rate_hz)
         if odr is None or accel_range_g not in FS_XL or gyro_range_dps not in FS_G:
             raise ValueError(f"unsupported rate {rate_hz} or range {accel_range_g} g / {gyro_range_dps} dps")
@@ -115,9 +124,15 @@ class _Lsm6(FifoImu):
                 self.ready = False
                 raise
         v = np.frombuffer(b, dtype="<i2").astype(np.float64)
-        return {"ax": v[4] * self.accel_lsb, "ay": v[5] * self.accel_lsb, "az": v[6] * self.accel_lsb,
-                "gx": v[1] * self.gyro_lsb, "gy": v[2] * self.gyro_lsb, "gz": v[3] * self.gyro_lsb,
-                "temperature": v[0] / self.temp_lsb_per_c + 25.0}
+        return {
+            "ax": v[4] * self.accel_lsb,
+            "ay": v[5] * self.accel_lsb,
+            "az": v[6] * self.accel_lsb,
+            "gx": v[1] * self.gyro_lsb,
+            "gy": v[2] * self.gyro_lsb,
+            "gz": v[3] * self.gyro_lsb,
+            "temperature": v[0] / self.temp_lsb_per_c + 25.0,
+        }
 
 
 class LSM6DSOX(_Lsm6):
@@ -257,7 +272,9 @@ class _Lsm6Config(I2cSensorConfig):
     @classmethod
     def _rate(cls, v: float) -> float:
         if closest(list(ODR), v) is None:
-            raise ValueError(f"rate_hz must be one of the output data rates {', '.join(f'{r:g}' for r in ODR)}")
+            raise ValueError(
+                f"rate_hz must be one of the output data rates {', '.join(f'{r:g}' for r in ODR)}"
+            )
         if v > 1666.0 * 1.002:
             raise ValueError("above 1666 Hz the FIFO traffic exceeds what a 400 kHz I2C bus carries")
         return v
@@ -273,4 +290,3 @@ class Lsm6ds3Config(_Lsm6Config):
     """``driver = "lsm6ds3"`` (also LSM6DS3TR-C, LSM6DSL)."""
 
     driver: Literal["lsm6ds3"]
-

@@ -54,9 +54,15 @@ _DSP_KEYS = ("accel_unit", "velocity_band_hz", "fusion", "shaft", "bearing", "co
 def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
     """Identity of a task's feature layout and learner: a checkpoint only loads into the same."""
     spec = {
-        "channels": tcfg.channels, "context": tcfg.context, "window": tcfg.window, "features": tcfg.features,
-        "bands_hz": tcfg.bands_hz, "log_bands": tcfg.log_bands, "rate_hz": rate_hz,
-        "classifier": tcfg.classifier.model_dump(), "anomaly": tcfg.anomaly.model_dump() if tcfg.anomaly else None,
+        "channels": tcfg.channels,
+        "context": tcfg.context,
+        "window": tcfg.window,
+        "features": tcfg.features,
+        "bands_hz": tcfg.bands_hz,
+        "log_bands": tcfg.log_bands,
+        "rate_hz": rate_hz,
+        "classifier": tcfg.classifier.model_dump(),
+        "anomaly": tcfg.anomaly.model_dump() if tcfg.anomaly else None,
     }
     for key in _DSP_KEYS:
         if getattr(tcfg, key) != TaskConfig.model_fields[key].default:
@@ -67,8 +73,14 @@ def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
 def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
     from pipelines.learners import TaskModel
 
-    return TaskModel(name, tcfg.classifier, tcfg.anomaly, recent=tcfg.recent, fingerprint=fingerprint(tcfg, rate_hz),
-                     lifecycle=tcfg.lifecycle)
+    return TaskModel(
+        name,
+        tcfg.classifier,
+        tcfg.anomaly,
+        recent=tcfg.recent,
+        fingerprint=fingerprint(tcfg, rate_hz),
+        lifecycle=tcfg.lifecycle,
+    )
 
 
 def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,17 +95,32 @@ def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, 
         dsp = build_dsp(t, rate)
         windower = Windower(dsp.extractor.rows + len(t.context), t.window, t.hop, derive=dsp.stream)
         model = (models or {}).get(name) or new_model(name, t, rate)
-        out[name] = TaskPipeline(name, model, dsp.extractor, windower, t.context, t.label_horizon_s,
-                                 t.context_rate_s)
+        out[name] = TaskPipeline(
+            name, model, dsp.extractor, windower, t.context, t.label_horizon_s, t.context_rate_s
+        )
     return out
 
 
-def build_engine(cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict[str, Any] | None = None) -> Engine:
+def build_engine(
+    cfg: Config, sink: Sink, seq: SeqStore, wall: Any, models: dict[str, Any] | None = None
+) -> Engine:
     allowed = {n: set(t.classes) for n, t in cfg.tasks.items() if t.classes}
-    clip = {k: (v[0], v[1]) for k, v in cfg.summary.noise.bounds.items()} if cfg.summary.noise is not None else None
-    return Engine(cfg.device.id, build_tasks(cfg, models), sink, seq, wall,
-                  label_max_bytes=cfg.mqtt.label_max_bytes, labels_per_s=cfg.mqtt.labels_per_s,
-                  allowed_classes=allowed, clip=clip)
+    clip = (
+        {k: (v[0], v[1]) for k, v in cfg.summary.noise.bounds.items()}
+        if cfg.summary.noise is not None
+        else None
+    )
+    return Engine(
+        cfg.device.id,
+        build_tasks(cfg, models),
+        sink,
+        seq,
+        wall,
+        label_max_bytes=cfg.mqtt.label_max_bytes,
+        labels_per_s=cfg.mqtt.labels_per_s,
+        allowed_classes=allowed,
+        clip=clip,
+    )
 
 
 def summary_policy(cfg: Config, state_key: bytes) -> SummaryPolicy:
@@ -103,8 +130,10 @@ def summary_policy(cfg: Config, state_key: bytes) -> SummaryPolicy:
         try:
             key = pseudonym_key(cfg.summary, state_key, os.environ.get("CREDENTIALS_DIRECTORY"))
         except OSError as exc:
-            raise ConfigError(str(cfg.summary.pseudonym_key_file), [
-                f"summary.pseudonym_key_file: cannot read: {exc.strerror or exc}"]) from None
+            raise ConfigError(
+                str(cfg.summary.pseudonym_key_file),
+                [f"summary.pseudonym_key_file: cannot read: {exc.strerror or exc}"],
+            ) from None
     return SummaryPolicy(cfg.summary, key)
 
 
@@ -132,13 +161,23 @@ def checkpoint_meta(model: Any) -> dict[str, Any]:
 
     ev = model.evaluation.report()
     return {
-        "format": 1, "edged": __version__, "river": river.__version__,
-        "algorithm": model.algorithm, "version": model.version, "parent": model.parent,
-        "n_learned": model.n_learned, "n_scored": model.n_scored, "n_alarms": model.n_alarms,
-        "fingerprint": model.fingerprint, "size_bytes": model.size_bytes(),
-        "class_counts": dict(sorted(model.label_counts.items())), "metrics": ev,
-        "events": list(model.events), "max_version": model.max_version,
-        "reliance": model.reliance(), "challenger": model.challenger_report(),
+        "format": 1,
+        "edged": __version__,
+        "river": river.__version__,
+        "algorithm": model.algorithm,
+        "version": model.version,
+        "parent": model.parent,
+        "n_learned": model.n_learned,
+        "n_scored": model.n_scored,
+        "n_alarms": model.n_alarms,
+        "fingerprint": model.fingerprint,
+        "size_bytes": model.size_bytes(),
+        "class_counts": dict(sorted(model.label_counts.items())),
+        "metrics": ev,
+        "events": list(model.events),
+        "max_version": model.max_version,
+        "reliance": model.reliance(),
+        "challenger": model.challenger_report(),
         "lifecycle": model.lifecycle.model_dump(),
     }
 
@@ -146,8 +185,13 @@ def checkpoint_meta(model: Any) -> dict[str, Any]:
 def open_spool(cfg: Config, state_dir: Path) -> Spool:
     """The outgoing spool in the state directory, with the configured bounds."""
     s = cfg.spool
-    limits = SpoolLimits(max_messages=s.max_messages, max_bytes=int(s.max_mb * (1 << 20)), max_age_s=s.max_age_s,
-                         memory_max=s.memory_max, sync=s.sync)
+    limits = SpoolLimits(
+        max_messages=s.max_messages,
+        max_bytes=int(s.max_mb * (1 << 20)),
+        max_age_s=s.max_age_s,
+        memory_max=s.memory_max,
+        sync=s.sync,
+    )
     return Spool(state_dir / "spool.db", limits)
 
 
@@ -191,8 +235,14 @@ def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[
             # may already have been published by a model that was lost. A new version keeps
             # every prediction traceable to exactly one model state.
             model.new_version("recovery", cause="unclean stop")
-        log.info("model_restored", task=name, version=model.version, n_learned=model.n_learned,
-                 path=str(ckpt.path) if ckpt else None, after_unclean_stop=unclean)
+        log.info(
+            "model_restored",
+            task=name,
+            version=model.version,
+            n_learned=model.n_learned,
+            path=str(ckpt.path) if ckpt else None,
+            after_unclean_stop=unclean,
+        )
         models[name] = model
     return models, problems
 
@@ -237,8 +287,11 @@ def build_daemon(cfg: Config) -> Daemon:
     marker = state_dir / "RUNNING"
     unclean = marker.exists()
     if unclean:
-        log.warning("unclean_stop_detected", note="the previous run did not stop cleanly; "
-                    "models restart from their last checkpoint under a new version")
+        log.warning(
+            "unclean_stop_detected",
+            note="the previous run did not stop cleanly; "
+            "models restart from their last checkpoint under a new version",
+        )
     models, problems = restore_models(cfg, store, unclean)
     spool = open_spool(cfg, state_dir)
     seq = SpoolSeq(spool, state_dir / "seq.json")
@@ -255,11 +308,24 @@ def build_daemon(cfg: Config) -> Daemon:
     def status(state: str) -> dict[str, Any]:
         d = daemon_ref.get("d")
         if d is None:
-            return {"schema": "edged.status.v1", "state": state, "version": __version__, "device": cfg.device.id}
+            return {
+                "schema": "edged.status.v1",
+                "state": state,
+                "version": __version__,
+                "device": cfg.device.id,
+            }
         return d.status(state)
 
-    publisher = Publisher(cfg.mqtt, cfg.device.id, status, lambda task, payload: inbox.put(task, payload), spool,
-                          tls=tls, username=auth.username, password=auth.password)
+    publisher = Publisher(
+        cfg.mqtt,
+        cfg.device.id,
+        status,
+        lambda task, payload: inbox.put(task, payload),
+        spool,
+        tls=tls,
+        username=auth.username,
+        password=auth.password,
+    )
     engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), models)
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
@@ -293,9 +359,21 @@ def build_daemon(cfg: Config) -> Daemon:
 
     timers = Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s)
     tasks = engine.tasks
-    daemon = Daemon(engine, publisher, inbox, sensors, blocks, store, seq, timers, labeler=labeler,
-                    checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model), running_marker=marker,
-                    summary_policy=policy, ops=build_ops(cfg, state_dir))
+    daemon = Daemon(
+        engine,
+        publisher,
+        inbox,
+        sensors,
+        blocks,
+        store,
+        seq,
+        timers,
+        labeler=labeler,
+        checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model),
+        running_marker=marker,
+        summary_policy=policy,
+        ops=build_ops(cfg, state_dir),
+    )
     daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
     daemon_ref["d"] = daemon
     return daemon

@@ -45,17 +45,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     auth = security.mqtt_auth(cfg.mqtt, str(find_config(args.config)))
     security.tls_context(cfg.mqtt.tls, str(find_config(args.config)))
-    tls = "off" if cfg.mqtt.tls is None else f"on (CA {cfg.mqtt.tls.ca_file or 'system'}, " + (
-        "client certificate, " if cfg.mqtt.tls.cert_file else "") + (
-        "hostname verified)" if cfg.mqtt.tls.verify_hostname else "hostname NOT verified)")
-    print(f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
-          f"password {'from ' + auth.source if auth.source else '(none)'}")
+    tls = (
+        "off"
+        if cfg.mqtt.tls is None
+        else f"on (CA {cfg.mqtt.tls.ca_file or 'system'}, "
+        + ("client certificate, " if cfg.mqtt.tls.cert_file else "")
+        + ("hostname verified)" if cfg.mqtt.tls.verify_hostname else "hostname NOT verified)")
+    )
+    print(
+        f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
+        f"password {'from ' + auth.source if auth.source else '(none)'}"
+    )
     for name, s in cfg.sensors.items():
         where = f" on bus {s.bus} at 0x{s.address:02x}" if hasattr(s, "address") else ""
-        print(f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}")
+        print(
+            f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
+        )
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""
-        print(f"  task {name}: {t.classifier.model}{extra} on {', '.join(t.channels)}, window {t.window}/{t.hop}")
+        print(
+            f"  task {name}: {t.classifier.model}{extra} on {', '.join(t.channels)}, window {t.window}/{t.hop}"
+        )
     return 0
 
 
@@ -147,10 +157,14 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         m = h.get("metrics", {})
         rec = m.get("recent", {})
         print(f"{name}: {h.get('algorithm')}  version {h.get('version')} (parent {h.get('parent')})")
-        print(f"  learned {h.get('n_learned')} labelled windows, scored {h.get('n_scored')}, "
-              f"alarms {h.get('n_alarms')}, size {h.get('size_bytes', 0) / 1024:.0f} KiB")
-        print(f"  prequential: accuracy {m.get('accuracy', 0):.4f}  macro-F1 {m.get('macro_f1', 0):.4f}  "
-              f"kappa {m.get('kappa', 0):.3f}  (recent {rec.get('n', 0)}: accuracy {rec.get('accuracy', 0):.4f})")
+        print(
+            f"  learned {h.get('n_learned')} labelled windows, scored {h.get('n_scored')}, "
+            f"alarms {h.get('n_alarms')}, size {h.get('size_bytes', 0) / 1024:.0f} KiB"
+        )
+        print(
+            f"  prequential: accuracy {m.get('accuracy', 0):.4f}  macro-F1 {m.get('macro_f1', 0):.4f}  "
+            f"kappa {m.get('kappa', 0):.3f}  (recent {rec.get('n', 0)}: accuracy {rec.get('accuracy', 0):.4f})"
+        )
         counts = ", ".join(f"{k}={v}" for k, v in h.get("class_counts", {}).items()) or "none yet"
         print(f"  classes learned: {counts}")
         rel = h.get("reliance") or {}
@@ -161,20 +175,26 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         elif rel.get("kind") == "split_counts":
             print("  relies on: no split yet (one leaf; it predicts from every feature's class statistics)")
         if rel.get("inactive_leaves"):
-            print(f"  size limit reached: {rel['inactive_leaves']} of {rel['inactive_leaves'] + rel['active_leaves']} "
-                  "leaves no longer grow (raise max_size_mb to let the tree grow)")
+            print(
+                f"  size limit reached: {rel['inactive_leaves']} of {rel['inactive_leaves'] + rel['active_leaves']} "
+                "leaves no longer grow (raise max_size_mb to let the tree grow)"
+            )
         else:
             print(f"  relies on: {rel.get('note', 'unknown')}")
         ch = h.get("challenger")
         if ch:
-            print(f"  challenger {ch['model']}: {ch['windows']} windows, accuracy {ch['challenger_accuracy']:.4f} "
-                  f"vs champion {ch['champion_accuracy']:.4f}")
+            print(
+                f"  challenger {ch['model']}: {ch['windows']} windows, accuracy {ch['challenger_accuracy']:.4f} "
+                f"vs champion {ch['champion_accuracy']:.4f}"
+            )
         events = h.get("events") or []
         drifts = [e for e in events if e.get("kind") == "drift"]
         last = f" (last at n_learned {drifts[-1].get('n_learned')})" if drifts else ""
         print(f"  drift events: {len(drifts)}{last}")
-        print(f"  checkpoint: {h['path']}  sha256 {h.get('payload_sha256', '')[:16]}...  "
-              f"saved {_iso(h.get('created'))}")
+        print(
+            f"  checkpoint: {h['path']}  sha256 {h.get('payload_sha256', '')[:16]}...  "
+            f"saved {_iso(h.get('created'))}"
+        )
         if not h.get("configured"):
             print("  (this task is no longer in the config)")
     return 0
@@ -188,7 +208,9 @@ def _store(cfg: Config, create_key: bool = False) -> Any:
         ensure_dir(state_dir)
     if not state_dir.is_dir():
         raise StateError(f"no state directory at {state_dir} (has the service run yet?)")
-    return ModelStore(state_dir, load_key(state_dir, cfg.state.key_file, create=create_key), keep=cfg.state.keep)
+    return ModelStore(
+        state_dir, load_key(state_dir, cfg.state.key_file, create=create_key), keep=cfg.state.keep
+    )
 
 
 def cmd_model_history(args: argparse.Namespace) -> int:
@@ -211,16 +233,27 @@ def cmd_model_history(args: argparse.Namespace) -> int:
         print(f"{name}:")
         if not rows:
             print("  no checkpoints")
-        print(f"  {'version':>7} {'parent':>6}  {'how':<16}{'saved':<22}{'learned':>8}{'accuracy':>10}{'drifts':>7}")
+        print(
+            f"  {'version':>7} {'parent':>6}  {'how':<16}{'saved':<22}{'learned':>8}{'accuracy':>10}{'drifts':>7}"
+        )
         for h in rows:
             events = h.get("events") or []
-            origin = next((e for e in reversed(events) if e.get("version") == h["version"]
-                           and e.get("kind") in ("promotion", "rollback", "import", "reset", "recovery")), None)
+            origin = next(
+                (
+                    e
+                    for e in reversed(events)
+                    if e.get("version") == h["version"]
+                    and e.get("kind") in ("promotion", "rollback", "import", "reset", "recovery")
+                ),
+                None,
+            )
             how = origin["kind"] if origin else ("new" if h.get("parent") is None else "?")
             drifts = sum(1 for e in events if e.get("kind") == "drift")
             acc = h.get("metrics", {}).get("accuracy", 0.0)
-            print(f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{_iso(h.get('created')):<22}"
-                  f"{h.get('n_learned', 0):>8}{acc:>10.4f}{drifts:>7}")
+            print(
+                f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{_iso(h.get('created')):<22}"
+                f"{h.get('n_learned', 0):>8}{acc:>10.4f}{drifts:>7}"
+            )
     return 0
 
 
@@ -231,8 +264,10 @@ def _locked(cfg: Config) -> Any:
     try:
         return StateLock(Path(cfg.state.dir))
     except StateError:
-        raise StateError("the service is running on this state directory; stop it first "
-                         "(systemctl stop edged), then run this command again") from None
+        raise StateError(
+            "the service is running on this state directory; stop it first "
+            "(systemctl stop edged), then run this command again"
+        ) from None
 
 
 def _save_cli(store: Any, task: str, model: Any) -> Path:
@@ -250,18 +285,23 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
     from edged.app import fingerprint, task_rate
     from edged.state import StateError
 
-    if args.task in cfg.tasks and header.get("fingerprint") != fingerprint(cfg.tasks[args.task],
-                                                                           task_rate(cfg, cfg.tasks[args.task])):
-        raise StateError(f"version {args.version} of {args.task!r} was trained on another feature layout than "
-                         "the current config; the service would not load it")
+    if args.task in cfg.tasks and header.get("fingerprint") != fingerprint(
+        cfg.tasks[args.task], task_rate(cfg, cfg.tasks[args.task])
+    ):
+        raise StateError(
+            f"version {args.version} of {args.task!r} was trained on another feature layout than "
+            "the current config; the service would not load it"
+        )
     current = store.max_version(args.task)
     newest = store.version_of(store.files(args.task)[0])
     model.max_version = max(model.max_version, current)
     model.new_version("rollback", to=args.version, replaced=newest)
     path = _save_cli(store, args.task, model)
     del lock
-    print(f"{args.task}: version {model.version} is version {args.version} again (replacing {newest}); "
-          f"the service loads it at its next start\n  {path}")
+    print(
+        f"{args.task}: version {model.version} is version {args.version} again (replacing {newest}); "
+        f"the service loads it at its next start\n  {path}"
+    )
     return 0
 
 
@@ -285,16 +325,24 @@ def cmd_model_export(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(cfg, "warning")
     store = _store(cfg)
-    path = store.find_version(args.task, args.version) if args.version else (store.files(args.task) or [None])[0]
+    path = (
+        store.find_version(args.task, args.version) if args.version else (store.files(args.task) or [None])[0]
+    )
     if path is None:
         from edged.state import StateError
 
         raise StateError(f"task {args.task!r} has no checkpoint to export")
     header, payload = store.read_header(path)
-    header["exported"] = {"device": cfg.device.id, "version": header.get("version"), "at": round(_time.time(), 3)}
+    header["exported"] = {
+        "device": cfg.device.id,
+        "version": header.get("version"),
+        "at": round(_time.time(), 3),
+    }
     atomic_write(Path(args.out), encode_checkpoint(header, payload, _transfer_key(args.key_file)))
-    print(f"{args.task} version {header.get('version')} ({header.get('n_learned')} windows learned) -> {args.out}, "
-          "signed with the transfer key")
+    print(
+        f"{args.task} version {header.get('version')} ({header.get('n_learned')} windows learned) -> {args.out}, "
+        "signed with the transfer key"
+    )
     return 0
 
 
@@ -314,8 +362,10 @@ def cmd_model_import(args: argparse.Namespace) -> int:
         raise StateError(f"{args.file}: task {task!r} is not configured here (tasks: {', '.join(cfg.tasks)})")
     want = fingerprint(cfg.tasks[task], task_rate(cfg, cfg.tasks[task]))
     if header.get("fingerprint") != want:
-        raise StateError(f"{args.file}: the model was trained on another feature layout than task {task!r} "
-                         "here (channels, window, features or rate differ); refusing it")
+        raise StateError(
+            f"{args.file}: the model was trained on another feature layout than task {task!r} "
+            "here (channels, window, features or rate differ); refusing it"
+        )
     store = _store(cfg, create_key=True)
     lock = _locked(cfg)
     model = unpickle_model(payload, args.file)
@@ -326,9 +376,12 @@ def cmd_model_import(args: argparse.Namespace) -> int:
     model.parent = None  # lineage here starts at the import; the source is in the event
     path = _save_cli(store, task, model)
     del lock
-    print(f"{task}: imported as version {model.version} ({model.n_learned} windows learned); "
-          f"the service loads it at its next start\n  {path}")
+    print(
+        f"{task}: imported as version {model.version} ({model.n_learned} windows learned); "
+        f"the service loads it at its next start\n  {path}"
+    )
     return 0
+
 
 def cmd_sensors_scan(args: argparse.Namespace) -> int:
     """Probe each configured I2C bus (and ``--bus N``) and list the chips that answer."""
@@ -370,12 +423,28 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
             seen.add(f.address)
             name, want = configured.get((b, f.address), ("", ""))
             status = "" if not name else ("ok" if f.driver == want else f"expected {want}")
-            rows.append({"bus": b, "address": f"0x{f.address:02x}", "chip": f.part or "unknown",
-                         "driver": f.driver or "", "sensor": name, "status": status})
+            rows.append(
+                {
+                    "bus": b,
+                    "address": f"0x{f.address:02x}",
+                    "chip": f.part or "unknown",
+                    "driver": f.driver or "",
+                    "sensor": name,
+                    "status": status,
+                }
+            )
         for (cb, addr), (name, want) in configured.items():
             if cb == b and addr not in seen:
-                rows.append({"bus": b, "address": f"0x{addr:02x}", "chip": "", "driver": "", "sensor": name,
-                             "status": f"no answer (expected {want})"})
+                rows.append(
+                    {
+                        "bus": b,
+                        "address": f"0x{addr:02x}",
+                        "chip": "",
+                        "driver": "",
+                        "sensor": name,
+                        "status": f"no answer (expected {want})",
+                    }
+                )
     bad = [r for r in rows if r["sensor"] and r["status"] != "ok"]
     if args.json:
         print(json.dumps({"devices": rows}, separators=(",", ":")))
@@ -402,8 +471,12 @@ def _iso(ts: Any) -> str:
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", metavar="PATH",
-                        help="config file (default: ./config.toml, then /etc/edged/config.toml)")
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="config file (default: ./config.toml, then /etc/edged/config.toml)",
+    )
     parser = argparse.ArgumentParser(prog="edged", description="On-device sensor learning service.")
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -412,15 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", parents=[common], help="validate the config (exit 2 if invalid)")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("replay", parents=[common], help="run the pipelines over recorded files, as fast as possible")
+    p = sub.add_parser(
+        "replay", parents=[common], help="run the pipelines over recorded files, as fast as possible"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="recorded CSV (.csv or .csv.gz), in order")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--predictions", metavar="OUT.jsonl", help="write every prediction payload as a JSON line")
-    p.add_argument("--plot", metavar="FILE.png", help="draw learning curves, drift points and confusion matrices")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="draw learning curves, drift points and confusion matrices"
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)"
+    )
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("status", parents=[common], help="delivery, sensor and model health of the running service")
+    p = sub.add_parser(
+        "status", parents=[common], help="delivery, sensor and model health of the running service"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
@@ -434,17 +515,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="only this task")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model_history)
-    p = msub.add_parser("rollback", parents=[common], help="make an earlier version current again (service stopped)")
+    p = msub.add_parser(
+        "rollback", parents=[common], help="make an earlier version current again (service stopped)"
+    )
     p.add_argument("--task", required=True)
     p.add_argument("version", type=int, metavar="VERSION")
     p.set_defaults(func=cmd_model_rollback)
-    p = msub.add_parser("export", parents=[common], help="write a model for another gateway, signed with a transfer key")
+    p = msub.add_parser(
+        "export", parents=[common], help="write a model for another gateway, signed with a transfer key"
+    )
     p.add_argument("--task", required=True)
     p.add_argument("--version", type=int, help="default: the newest")
-    p.add_argument("--key-file", required=True, help="transfer key (>= 16 bytes) shared with the importing gateway")
+    p.add_argument(
+        "--key-file", required=True, help="transfer key (>= 16 bytes) shared with the importing gateway"
+    )
     p.add_argument("out", metavar="OUT")
     p.set_defaults(func=cmd_model_export)
-    p = msub.add_parser("import", parents=[common], help="take a model exported by another gateway (service stopped)")
+    p = msub.add_parser(
+        "import", parents=[common], help="take a model exported by another gateway (service stopped)"
+    )
     p.add_argument("--key-file", required=True, help="the transfer key the model was exported with")
     p.add_argument("--task", help="task to import into (default: the exported task)")
     p.add_argument("file", metavar="FILE")
@@ -452,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sensors = sub.add_parser("sensors", help="inspect the I2C sensors")
     ssub = sensors.add_subparsers(dest="sensors_command", required=True, metavar="ACTION")
-    p = ssub.add_parser("scan", parents=[common], help="probe the configured I2C bus(es) and list the chips found")
+    p = ssub.add_parser(
+        "scan", parents=[common], help="probe the configured I2C bus(es) and list the chips found"
+    )
     p.add_argument("--bus", type=int, action="append", metavar="N", help="also scan /dev/i2c-N (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_sensors_scan)
@@ -475,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - replay/recording errors: a message, not a traceback
+    except Exception as exc:
         from edged.replay import ReplayError
 
         if isinstance(exc, ReplayError):

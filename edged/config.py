@@ -54,10 +54,14 @@ class MqttConfig(StrictModel):
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = Field(None, min_length=1, max_length=128)
     username: str | None = Field(None, min_length=1, max_length=256)
-    password_file: str | None = None  # default: the systemd credential edged-mqtt-password; never a password here
+    password_file: str | None = (
+        None  # default: the systemd credential edged-mqtt-password; never a password here
+    )
     tls: TlsConfig | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    session_expiry_s: int = Field(7 * 86400, ge=0, le=0xFFFFFFFF)  # broker keeps our session (labels) this long
+    session_expiry_s: int = Field(
+        7 * 86400, ge=0, le=0xFFFFFFFF
+    )  # broker keeps our session (labels) this long
     max_inflight: int = Field(20, ge=1, le=1000)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
@@ -87,7 +91,9 @@ class StateConfig(StrictModel):
     dir: str = Field(min_length=1)
     checkpoint_interval_s: float = Field(300.0, gt=0)
     keep: int = Field(5, ge=1, le=1000)
-    key_file: str | None = None  # HMAC key; default: $CREDENTIALS_DIRECTORY/edged-state-key, else <dir>/state.key
+    key_file: str | None = (
+        None  # HMAC key; default: $CREDENTIALS_DIRECTORY/edged-state-key, else <dir>/state.key
+    )
 
 
 class LogConfig(StrictModel):
@@ -109,7 +115,9 @@ class SummaryConfig(StrictModel):
     min_count: int = Field(10, ge=1)  # aggregates over fewer samples/windows are suppressed
     noise: NoiseConfig | None = None
     pseudonymize: bool = False  # device id in summaries -> keyed hash
-    pseudonym_key_file: str | None = None  # default: credential edged-pseudonym-key, else derived from the state key
+    pseudonym_key_file: str | None = (
+        None  # default: credential edged-pseudonym-key, else derived from the state key
+    )
 
 
 SensorUnion = Annotated[Union[drivers.CONFIGS], Field(discriminator="driver")]  # noqa: UP007 - built from a tuple
@@ -124,7 +132,9 @@ class TaskConfig(StrictModel):
     bands_hz: list[float] = []
     log_bands: bool = True  # log10 of power features (bands, shaft and envelope lines)
     accel_unit: Literal["m/s2", "g"] = "m/s2"  # for velocity (mm/s) and gravity in fusion
-    velocity_band_hz: list[float] = Field([10.0, 1000.0], min_length=2, max_length=2)  # ISO 10816, clipped to Nyquist
+    velocity_band_hz: list[float] = Field(
+        [10.0, 1000.0], min_length=2, max_length=2
+    )  # ISO 10816, clipped to Nyquist
     fusion: FusionParams | None = None  # orientation (derived channels roll, pitch, ...) from ax..gz
     shaft: ShaftParams | None = None  # for the shaft and envelope feature sets
     bearing: BearingParams | None = None  # for the envelope feature set
@@ -190,7 +200,7 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
         return f"{where}: required key is missing"
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     got = err.get("input")
     if isinstance(got, dict | list):
         return f"{where}: {msg}"
@@ -214,25 +224,33 @@ def _semantic_problems(cfg: Config) -> list[str]:
                     problems.append(f"sensors.{name}.channels[{i}]: the file has no column {ch!r}")
         for i, ch in enumerate(s.channels or ()):
             if cls.CHANNELS and ch not in cls.CHANNELS:
-                problems.append(f"sensors.{name}.channels[{i}]: driver {s.driver!r} has no channel {ch!r} "
-                                f"(it has {', '.join(cls.CHANNELS)})")
+                problems.append(
+                    f"sensors.{name}.channels[{i}]: driver {s.driver!r} has no channel {ch!r} "
+                    f"(it has {', '.join(cls.CHANNELS)})"
+                )
         for ch in cfg.sensor_channels()[name]:
             if ch in owners:
-                problems.append(f"sensors.{name}: channel {ch!r} is also provided by sensor {owners[ch]!r}; "
-                                "select distinct channels with `channels = [...]`")
+                problems.append(
+                    f"sensors.{name}: channel {ch!r} is also provided by sensor {owners[ch]!r}; "
+                    "select distinct channels with `channels = [...]`"
+                )
             owners.setdefault(ch, name)
     for tname, t in cfg.tasks.items():
         where = f"tasks.{tname}"
         sources = set()
         for i, ch in enumerate(t.channels):
             if ch not in owners:
-                problems.append(f"{where}.channels[{i}]: no sensor provides channel {ch!r} "
-                                f"(known: {', '.join(sorted(owners)) or 'none'})")
+                problems.append(
+                    f"{where}.channels[{i}]: no sensor provides channel {ch!r} "
+                    f"(known: {', '.join(sorted(owners)) or 'none'})"
+                )
             else:
                 sources.add(owners[ch])
         if len(sources) > 1:
-            problems.append(f"{where}.channels: windowed channels must come from one sensor, "
-                            f"got {', '.join(sorted(sources))}; put the others in `context`")
+            problems.append(
+                f"{where}.channels: windowed channels must come from one sensor, "
+                f"got {', '.join(sorted(sources))}; put the others in `context`"
+            )
         for i, ch in enumerate(t.context):
             if ch not in owners:
                 problems.append(f"{where}.context[{i}]: no sensor provides channel {ch!r}")
@@ -251,7 +269,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
     problems += drivers.i2c.config_problems(cfg.sensors)
-    simulated = any(s.driver.startswith("sim_") or getattr(s, "bus", None) == "sim" for s in cfg.sensors.values())
+    simulated = any(
+        s.driver.startswith("sim_") or getattr(s, "bus", None) == "sim" for s in cfg.sensors.values()
+    )
     for kind, task in cfg.simulator.label_tasks.items():
         if task not in cfg.tasks and simulated:
             problems.append(f"simulator.label_tasks.{kind}: no task named {task!r}")
@@ -263,8 +283,10 @@ def _semantic_problems(cfg: Config) -> list[str]:
         bounds = cfg.summary.noise.bounds
         missing = sorted(channels - set(bounds))
         if missing:
-            problems.append(f"summary.noise.bounds: every summarised channel needs [lo, hi] for the noise to "
-                            f"mean anything; missing {', '.join(missing)}")
+            problems.append(
+                f"summary.noise.bounds: every summarised channel needs [lo, hi] for the noise to "
+                f"mean anything; missing {', '.join(missing)}"
+            )
         for ch, (lo, hi) in bounds.items():
             if ch not in channels:
                 problems.append(f"summary.noise.bounds.{ch}: no sensor provides this channel")
@@ -298,8 +320,10 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
     state_updates: dict[str, Any] = {"dir": res(cfg.state.dir)}
     if cfg.state.key_file is not None:
         state_updates["key_file"] = res(cfg.state.key_file)
-    sensors = {n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
-               for n, s in cfg.sensors.items()}
+    sensors = {
+        n: (s.model_copy(update={"path": res(s.path)}) if s.driver == "file" else s)
+        for n, s in cfg.sensors.items()
+    }
     ops_updates = {"status_file": res(cfg.ops.status_file)} if cfg.ops.status_file is not None else {}
     summary_updates: dict[str, Any] = {}
     if cfg.summary.pseudonym_key_file is not None:
@@ -309,12 +333,20 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
         mqtt_updates["password_file"] = res(cfg.mqtt.password_file)
     if cfg.mqtt.tls is not None:
         tls = cfg.mqtt.tls
-        mqtt_updates["tls"] = tls.model_copy(update={k: res(v) for k in ("ca_file", "cert_file", "key_file")
-                                                     if (v := getattr(tls, k)) is not None})
-    return cfg.model_copy(update={"state": cfg.state.model_copy(update=state_updates), "sensors": sensors,
-                                  "mqtt": cfg.mqtt.model_copy(update=mqtt_updates),
-                                  "summary": cfg.summary.model_copy(update=summary_updates),
-                                  "ops": cfg.ops.model_copy(update=ops_updates)})
+        mqtt_updates["tls"] = tls.model_copy(
+            update={
+                k: res(v) for k in ("ca_file", "cert_file", "key_file") if (v := getattr(tls, k)) is not None
+            }
+        )
+    return cfg.model_copy(
+        update={
+            "state": cfg.state.model_copy(update=state_updates),
+            "sensors": sensors,
+            "mqtt": cfg.mqtt.model_copy(update=mqtt_updates),
+            "summary": cfg.summary.model_copy(update=summary_updates),
+            "ops": cfg.ops.model_copy(update=ops_updates),
+        }
+    )
 
 
 def find_config(path: str | None) -> Path:
@@ -324,7 +356,9 @@ def find_config(path: str | None) -> Path:
     for p in DEFAULT_PATHS:
         if p.is_file():
             return p
-    raise ConfigError(DEFAULT_PATHS[0], [f"no config file given and none found at {', '.join(map(str, DEFAULT_PATHS))}"])
+    raise ConfigError(
+        DEFAULT_PATHS[0], [f"no config file given and none found at {', '.join(map(str, DEFAULT_PATHS))}"]
+    )
 
 
 def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
@@ -334,7 +368,9 @@ def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
         if p.exists() and not p.is_file():
             raise ConfigError(p, ["not a regular file"])
         if p.exists() and p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(p, [f"{p.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"])
+            raise ConfigError(
+                p, [f"{p.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"]
+            )
         data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(p, [f"cannot read: {exc.strerror or exc}"]) from None

@@ -90,7 +90,7 @@ class _TokenBucket:
 
 # -- summary aggregates -------------------------------------------------------------------------------
 class _ChannelAgg:
-    __slots__ = ("n", "s", "ss", "lo", "hi")
+    __slots__ = ("hi", "lo", "n", "s", "ss")
 
     def __init__(self) -> None:
         self.n, self.s, self.ss, self.lo, self.hi = 0, 0.0, 0.0, math.inf, -math.inf
@@ -114,10 +114,18 @@ def _r(v: float, digits: int = 4) -> float:
 class Engine:
     """Routes blocks to task pipelines, numbers predictions, applies labels, aggregates."""
 
-    def __init__(self, device_id: str, tasks: dict[str, TaskPipeline], sink: Sink, seq: SeqStore,
-                 wall: Callable[[float], float], label_max_bytes: int = 1024, labels_per_s: float = 50.0,
-                 allowed_classes: dict[str, set[str]] | None = None,
-                 clip: dict[str, tuple[float, float]] | None = None) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        tasks: dict[str, TaskPipeline],
+        sink: Sink,
+        seq: SeqStore,
+        wall: Callable[[float], float],
+        label_max_bytes: int = 1024,
+        labels_per_s: float = 50.0,
+        allowed_classes: dict[str, set[str]] | None = None,
+        clip: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
         self.device_id = device_id
         self.clip = clip or {}  # summary aggregates only: samples clipped to [lo, hi] (edged/sanitize.py)
         self.tasks = tasks
@@ -192,7 +200,10 @@ class Engine:
             return None
         codes, vocab = block.labels[task.name]
         allowed = self.allowed.get(task.name)
-        lut = np.array([task.code(v) if v and (not allowed or v in allowed) else -1 for v in vocab] + [-1], dtype=np.int32)
+        lut = np.array(
+            [task.code(v) if v and (not allowed or v in allowed) else -1 for v in vocab] + [-1],
+            dtype=np.int32,
+        )
         return lut[np.where(codes >= 0, codes, len(vocab))]
 
     def _emit(self, name: str, task: TaskPipeline, pred: Prediction) -> None:
@@ -217,15 +228,21 @@ class Engine:
             if alarm:
                 agg["alarms"] += 1
             if alarm and not self._alarm_on[name]:
-                self.alert("anomaly", task=name, ts=payload["ts"], score=round(score, 6),
-                           model=payload["model"])
+                self.alert(
+                    "anomaly", task=name, ts=payload["ts"], score=round(score, 6), model=payload["model"]
+                )
             self._alarm_on[name] = alarm
         self.sink.send(f"prediction/{name}", payload, "prediction")
 
     def alert(self, kind: str, **fields: Any) -> None:
         """Publish an alert (``kind``: anomaly, sensor, state, ...)."""
-        payload = {"schema": SCHEMA_ALERT, "kind": kind, "device": self.device_id,
-                   "ts": fields.pop("ts", round(time.time(), 3)), **fields}
+        payload = {
+            "schema": SCHEMA_ALERT,
+            "kind": kind,
+            "device": self.device_id,
+            "ts": fields.pop("ts", round(time.time(), 3)),
+            **fields,
+        }
         self.counters[f"alerts.{kind}"] += 1
         self.sink.send("alert", payload, "alert")
 
@@ -246,7 +263,9 @@ class Engine:
         if allowed and label not in allowed:
             return self._reject(task_name, origin, f"class {label!r} is not one of {sorted(allowed)}")
         if not point and hi - lo > task.horizon_s * 10:
-            return self._reject(task_name, origin, f"range of {hi - lo:.0f} s is longer than 10x the label horizon")
+            return self._reject(
+                task_name, origin, f"range of {hi - lo:.0f} s is longer than 10x the label horizon"
+            )
         outcome = task.apply_label(label, lo, hi, point, now)
         self._model_events(task_name, task)
         self.counters[f"labels.{outcome}"] += 1
@@ -265,7 +284,8 @@ class Engine:
         self._interval_start = ts
         self._channels: dict[str, _ChannelAgg] = {}
         self._tasks: dict[str, dict[str, Any]] = {
-            n: {"predictions": 0, "classes": Counter(), "scores": [], "alarms": 0, "labels": 0} for n in self.tasks
+            n: {"predictions": 0, "classes": Counter(), "scores": [], "alarms": 0, "labels": 0}
+            for n in self.tasks
         }
 
     def summary(self, ts_end: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -276,7 +296,13 @@ class Engine:
                 continue
             mean = a.s / a.n
             var = max(0.0, a.ss / a.n - mean * mean)
-            channels[ch] = {"count": a.n, "mean": _r(mean), "std": _r(math.sqrt(var)), "min": _r(a.lo), "max": _r(a.hi)}
+            channels[ch] = {
+                "count": a.n,
+                "mean": _r(mean),
+                "std": _r(math.sqrt(var)),
+                "min": _r(a.lo),
+                "max": _r(a.hi),
+            }
         tasks = {}
         for name, agg in self._tasks.items():
             model = self.tasks[name].model
@@ -286,16 +312,24 @@ class Engine:
                 "predicted": dict(sorted(agg["classes"].items())),
                 "labels": agg["labels"],
                 "model": {"version": model.version, "n_learned": model.n_learned},
-                "prequential": {"n": ev["n"], "accuracy": _r(ev["accuracy"]), "macro_f1": _r(ev["macro_f1"]),
-                                "kappa": _r(ev["kappa"]), "recent_accuracy": _r(ev["recent"]["accuracy"]),
-                                "recent_macro_f1": _r(ev["recent"]["macro_f1"]), "class_counts": ev["class_counts"]},
+                "prequential": {
+                    "n": ev["n"],
+                    "accuracy": _r(ev["accuracy"]),
+                    "macro_f1": _r(ev["macro_f1"]),
+                    "kappa": _r(ev["kappa"]),
+                    "recent_accuracy": _r(ev["recent"]["accuracy"]),
+                    "recent_macro_f1": _r(ev["recent"]["macro_f1"]),
+                    "class_counts": ev["class_counts"],
+                },
             }
             if model.detector is not None:
                 scores = np.asarray(agg["scores"])
                 entry["anomaly"] = {"alarms": agg["alarms"]}
                 if scores.size:
                     q = np.quantile(scores, [0.5, 0.9, 0.99])
-                    entry["anomaly"].update(p50=_r(q[0]), p90=_r(q[1]), p99=_r(q[2]), max=_r(float(scores.max())))
+                    entry["anomaly"].update(
+                        p50=_r(q[0]), p90=_r(q[1]), p99=_r(q[2]), max=_r(float(scores.max()))
+                    )
             tasks[name] = entry
         payload = {
             "schema": SCHEMA_SUMMARY,

@@ -57,9 +57,17 @@ def max_incoming_packet(cfg: MqttConfig) -> int:
 class Publisher:
     """paho client + spool + sender thread; also receives labels."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str, status: Callable[[str], dict[str, Any]],
-                 on_label: Callable[[str, bytes], None], spool: Spool, tls: ssl.SSLContext | None = None,
-                 username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device_id: str,
+        status: Callable[[str], dict[str, Any]],
+        on_label: Callable[[str, bytes], None],
+        spool: Spool,
+        tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.prefix = f"edged/{device_id}"
         self.status = status
@@ -81,14 +89,18 @@ class Publisher:
         self.last_error: str | None = None
         self.v5 = cfg.protocol == "5"
         client_id = cfg.client_id or f"edged-{device_id}"
-        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": client_id,
-                                  "protocol": paho.MQTTv5 if self.v5 else paho.MQTTv311}
+        kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": client_id,
+            "protocol": paho.MQTTv5 if self.v5 else paho.MQTTv311,
+        }
         if not self.v5:
             kwargs["clean_session"] = False  # persistent session (v5: clean_start=False at connect)
         self.client = paho.Client(**kwargs)
         self.client.max_inflight_messages_set(cfg.max_inflight)
-        self.client.reconnect_delay_set(min_delay=max(1, round(cfg.reconnect_min_s)),
-                                        max_delay=max(1, round(cfg.reconnect_max_s)))
+        self.client.reconnect_delay_set(
+            min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=max(1, round(cfg.reconnect_max_s))
+        )
         if tls is not None:
             self.client.tls_set_context(tls)
         if username is not None:
@@ -115,14 +127,26 @@ class Publisher:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.session_expiry_s
             props.MaximumPacketSize = max_incoming_packet(self.cfg)
-            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                      clean_start=False, properties=props)
+            self.client.connect_async(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
         else:
             self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._sender.start()
-        log.info("mqtt_connecting", host=self.cfg.host, port=self.cfg.port, prefix=self.prefix,
-                 protocol=self.cfg.protocol, tls=self.tls is not None, spooled=len(self.spool))
+        log.info(
+            "mqtt_connecting",
+            host=self.cfg.host,
+            port=self.cfg.port,
+            prefix=self.prefix,
+            protocol=self.cfg.protocol,
+            tls=self.tls is not None,
+            spooled=len(self.spool),
+        )
 
     def stop(self, timeout: float = 4.0) -> int:
         """Send what can be sent within ``timeout``, publish status offline, disconnect.
@@ -140,7 +164,9 @@ class Publisher:
         self._process_acks()
         left = len(self.spool)
         if self.connected:
-            info = self.client.publish(self.topic("status"), encode(self.status("offline")), qos=1, retain=True)
+            info = self.client.publish(
+                self.topic("status"), encode(self.status("offline")), qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
@@ -224,30 +250,44 @@ class Publisher:
             self.client.loop_start()
 
     # -- paho callbacks (network thread) -------------------------------------------------------------
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
-                    properties: Any) -> None:
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Any
+    ) -> None:
         # Called with paho's message lock held: only hand over, never block here.
         failed = bool(getattr(reason_code, "is_failure", False))
         self._acks.put((mid, not failed, str(reason_code)))
         with self._wake:
             self._wake.notify()
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
-                    properties: Any) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
         if reason_code.is_failure:
             self.last_refusal = str(reason_code)
             self._refusals += 1
             if self._refusals <= 3 or self._refusals % 20 == 0:
-                log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host, port=self.cfg.port,
-                          attempts=self._refusals, note="the service keeps running and spooling; "
-                          "fix the credentials or the broker's ACL, then restart edged")
+                log.error(
+                    "mqtt_connect_refused",
+                    reason=str(reason_code),
+                    host=self.cfg.host,
+                    port=self.cfg.port,
+                    attempts=self._refusals,
+                    note="the service keeps running and spooling; "
+                    "fix the credentials or the broker's ACL, then restart edged",
+                )
             return
         client.subscribe(self.topic("label/+"), qos=1)
         client.publish(self.topic("status"), encode(self.status("online")), qos=1, retain=True)
         outage = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         event = "mqtt_reconnected" if self._ever_connected else "mqtt_connected"
-        log.info(event, host=self.cfg.host, port=self.cfg.port, down_s=round(outage, 1), spooled=len(self.spool),
-                 session_present=bool(getattr(flags, "session_present", False)))
+        log.info(
+            event,
+            host=self.cfg.host,
+            port=self.cfg.port,
+            down_s=round(outage, 1),
+            spooled=len(self.spool),
+            session_present=bool(getattr(flags, "session_present", False)),
+        )
         self._ever_connected = True
         self._down_since = None
         self._fail_logged = False
@@ -258,8 +298,9 @@ class Publisher:
         with self._wake:
             self._wake.notify()
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
-                       properties: Any) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode, properties: Any
+    ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         self._resync = True
@@ -289,8 +330,14 @@ class Publisher:
         except OSError as exc:
             cause = f"{type(exc).__name__}: {exc.strerror or exc}"
         self.last_error = cause
-        log.warning("mqtt_unreachable", host=host, port=port, cause=cause, retry_max_s=self.cfg.reconnect_max_s,
-                    note="retrying in the background; messages stay in the spool")
+        log.warning(
+            "mqtt_unreachable",
+            host=host,
+            port=port,
+            cause=cause,
+            retry_max_s=self.cfg.reconnect_max_s,
+            note="retrying in the background; messages stay in the spool",
+        )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         prefix = self.topic("label/")
@@ -298,7 +345,7 @@ class Publisher:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""
-        task = topic[len(prefix):] if topic.startswith(prefix) else ""
+        task = topic[len(prefix) :] if topic.startswith(prefix) else ""
         self.on_label(task, bytes(msg.payload))
 
 

@@ -35,8 +35,9 @@ MAX_LAG_S = 5.0  # an iteration of the main loop that takes longer than this is 
 class Ops:
     """Status file, disk watch and health for one :class:`~edged.runtime.Daemon`."""
 
-    def __init__(self, status_file: Path | None, state_dir: Path, min_free_bytes: int,
-                 interval_s: float = 5.0) -> None:
+    def __init__(
+        self, status_file: Path | None, state_dir: Path, min_free_bytes: int, interval_s: float = 5.0
+    ) -> None:
         self.status_file = status_file
         self.state_dir = state_dir
         self.min_free_bytes = min_free_bytes
@@ -89,30 +90,58 @@ class Ops:
         if low != self.disk_low:
             self.disk_low = low
             problem = "disk_low" if low else "disk_ok"
-            (log.error if low else log.info)(problem, path=str(self.state_dir), free_bytes=self.free_bytes,
-                                             min_free_bytes=self.min_free_bytes)
-            daemon.engine.alert("state", problem=problem, free_bytes=self.free_bytes,
-                                min_free_bytes=self.min_free_bytes)
+            (log.error if low else log.info)(
+                problem,
+                path=str(self.state_dir),
+                free_bytes=self.free_bytes,
+                min_free_bytes=self.min_free_bytes,
+            )
+            daemon.engine.alert(
+                "state", problem=problem, free_bytes=self.free_bytes, min_free_bytes=self.min_free_bytes
+            )
 
     # -- the status view ----------------------------------------------------------------------------------
     def snapshot(self, daemon: Any, state: str) -> dict[str, Any]:
         ok, why = self.healthy(daemon)
         engine = daemon.engine
         return {
-            "schema": "edged.localstatus.v1", "state": state, "pid": os.getpid(), "ts": round(time.time(), 3),
-            "uptime_s": round(time.monotonic() - self.started, 1), "interval_s": self.interval_s,
-            "healthy": ok, "health_reason": why, "device": engine.device_id,
+            "schema": "edged.localstatus.v1",
+            "state": state,
+            "pid": os.getpid(),
+            "ts": round(time.time(), 3),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "interval_s": self.interval_s,
+            "healthy": ok,
+            "health_reason": why,
+            "device": engine.device_id,
             "mqtt": {**daemon.publisher.stats(), "last_error": daemon.publisher.last_error},
-            "sensors": {s.name: {"health": s.health, "failures": s.failures, "dropped_blocks": s.dropped_blocks}
-                        for s in daemon.sensors},
-            "tasks": {n: {"model_version": t.model.version, "n_learned": t.model.n_learned,
-                          "next_seq": daemon.seq.peek(n)} for n, t in engine.tasks.items()},
-            "loop": {"lag_max_s": round(self.lag_max, 4),
-                     "lag_mean_s": round(self.lag_sum / self.iterations, 5) if self.iterations else 0.0,
-                     "blocks_queued": daemon.blocks.qsize()},
-            "disk": {"free_bytes": self.free_bytes, "min_free_bytes": self.min_free_bytes, "low": self.disk_low},
-            "labels": {k.removeprefix("labels."): v for k, v in sorted(engine.counters.items())
-                       if k.startswith("labels.")},
+            "sensors": {
+                s.name: {"health": s.health, "failures": s.failures, "dropped_blocks": s.dropped_blocks}
+                for s in daemon.sensors
+            },
+            "tasks": {
+                n: {
+                    "model_version": t.model.version,
+                    "n_learned": t.model.n_learned,
+                    "next_seq": daemon.seq.peek(n),
+                }
+                for n, t in engine.tasks.items()
+            },
+            "loop": {
+                "lag_max_s": round(self.lag_max, 4),
+                "lag_mean_s": round(self.lag_sum / self.iterations, 5) if self.iterations else 0.0,
+                "blocks_queued": daemon.blocks.qsize(),
+            },
+            "disk": {
+                "free_bytes": self.free_bytes,
+                "min_free_bytes": self.min_free_bytes,
+                "low": self.disk_low,
+            },
+            "labels": {
+                k.removeprefix("labels."): v
+                for k, v in sorted(engine.counters.items())
+                if k.startswith("labels.")
+            },
         }
 
     def write(self, daemon: Any, state: str) -> None:
@@ -166,25 +195,33 @@ def read_status(path: Path) -> tuple[dict[str, Any] | None, str]:
 def format_status(snap: dict[str, Any], verdict: str) -> str:
     """Human-readable ``edged status``."""
     m = snap.get("mqtt", {})
-    lines = [f"edged {snap.get('device')}: {verdict}" + ("" if snap.get("healthy", True)
-                                                          else f" (UNHEALTHY: {snap.get('health_reason')})"),
-             f"  uptime {snap.get('uptime_s')} s, pid {snap.get('pid')}",
-             f"  mqtt: {'connected' if m.get('connected') else 'NOT connected'}"
-             + (f", refused: {m['refused']}" if m.get("refused") else "")
-             + (f", last error: {m['last_error']}" if m.get("last_error") and not m.get("connected") else ""),
-             f"  spool: {m.get('queued', 0)} queued ({m.get('queued_bytes', 0)} bytes"
-             + (f", oldest {m['oldest_age_s']} s" if m.get("oldest_age_s") is not None else "")
-             + f"), sent {m.get('sent', {})}, dropped {m.get('dropped', {})}"
-             + (f", DISK UNWRITABLE: {m['unwritable']}" if m.get("unwritable") else "")]
+    lines = [
+        f"edged {snap.get('device')}: {verdict}"
+        + ("" if snap.get("healthy", True) else f" (UNHEALTHY: {snap.get('health_reason')})"),
+        f"  uptime {snap.get('uptime_s')} s, pid {snap.get('pid')}",
+        f"  mqtt: {'connected' if m.get('connected') else 'NOT connected'}"
+        + (f", refused: {m['refused']}" if m.get("refused") else "")
+        + (f", last error: {m['last_error']}" if m.get("last_error") and not m.get("connected") else ""),
+        f"  spool: {m.get('queued', 0)} queued ({m.get('queued_bytes', 0)} bytes"
+        + (f", oldest {m['oldest_age_s']} s" if m.get("oldest_age_s") is not None else "")
+        + f"), sent {m.get('sent', {})}, dropped {m.get('dropped', {})}"
+        + (f", DISK UNWRITABLE: {m['unwritable']}" if m.get("unwritable") else ""),
+    ]
     for name, s in snap.get("sensors", {}).items():
-        lines.append(f"  sensor {name}: {s.get('health')} (failures {s.get('failures')}, "
-                     f"dropped blocks {s.get('dropped_blocks')})")
+        lines.append(
+            f"  sensor {name}: {s.get('health')} (failures {s.get('failures')}, "
+            f"dropped blocks {s.get('dropped_blocks')})"
+        )
     for name, t in snap.get("tasks", {}).items():
-        lines.append(f"  task {name}: model v{t.get('model_version')}, learned {t.get('n_learned')}, "
-                     f"next seq {t.get('next_seq')}")
+        lines.append(
+            f"  task {name}: model v{t.get('model_version')}, learned {t.get('n_learned')}, "
+            f"next seq {t.get('next_seq')}"
+        )
     loop, disk = snap.get("loop", {}), snap.get("disk", {})
-    lines.append(f"  loop lag max {loop.get('lag_max_s')} s, mean {loop.get('lag_mean_s')} s, "
-                 f"{loop.get('blocks_queued')} blocks queued")
+    lines.append(
+        f"  loop lag max {loop.get('lag_max_s')} s, mean {loop.get('lag_mean_s')} s, "
+        f"{loop.get('blocks_queued')} blocks queued"
+    )
     free = disk.get("free_bytes")
     lines.append(f"  disk free {free / 1e6:.1f} MB" if isinstance(free, int) else "  disk free unknown")
     if disk.get("low"):

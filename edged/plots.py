@@ -39,8 +39,9 @@ def plot_replay(trace: dict[str, Any], report: dict[str, Any], path: str | Path,
     except ImportError:
         raise PlotUnavailable("plots need matplotlib: pip install 'edged[plot]'") from None
     tasks = list(trace["tasks"])
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(13, 4.2 * len(tasks)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2, 1]})
+    fig, axes = plt.subplots(
+        len(tasks), 2, figsize=(13, 4.2 * len(tasks)), squeeze=False, gridspec_kw={"width_ratios": [2.2, 1]}
+    )
     for row, name in enumerate(tasks):
         tr = trace["tasks"][name]
         ax, cax = axes[row]
@@ -91,12 +92,16 @@ def _confusion(ax: Any, confusion: dict[str, int]) -> None:
         ax.text(0.5, 0.5, "no labels", ha="center", va="center")
         return
     true = sorted({t for t, _, _ in pairs})
-    pred = sorted({p for _, p, _ in pairs if p != "None"} | set(true)) + (["None"] if any(p == "None" for _, p, _ in pairs) else [])
+    pred = sorted({p for _, p, _ in pairs if p != "None"} | set(true)) + (
+        ["None"] if any(p == "None" for _, p, _ in pairs) else []
+    )
     m = np.zeros((len(true), len(pred)), dtype=int)
     for t, p, v in pairs:
         m[true.index(t), pred.index(p)] += v
     ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(pred)), [p if p != "None" else "(none)" for p in pred], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(pred)), [p if p != "None" else "(none)" for p in pred], rotation=45, ha="right", fontsize=8
+    )
     ax.set_yticks(range(len(true)), true, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -104,5 +109,12 @@ def _confusion(ax: Any, confusion: dict[str, int]) -> None:
     for i in range(len(true)):
         for j in range(len(pred)):
             if m[i, j]:
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if m[i, j] > m.max() / 2 else "black",
+                )

@@ -62,9 +62,13 @@ class _Collector:
 def _metrics(ev: Prequential | None, windows: int) -> dict[str, Any]:
     rep = ev.report() if ev is not None else Prequential().report()
     return {
-        "windows": windows, "labelled": rep["n"], "accuracy": round(rep["accuracy"], 6),
-        "macro_f1": round(rep["macro_f1"], 6), "kappa": round(rep["kappa"], 6),
-        "recent_accuracy": round(rep["recent"]["accuracy"], 6), "class_counts": rep["class_counts"],
+        "windows": windows,
+        "labelled": rep["n"],
+        "accuracy": round(rep["accuracy"], 6),
+        "macro_f1": round(rep["macro_f1"], 6),
+        "kappa": round(rep["kappa"], 6),
+        "recent_accuracy": round(rep["recent"]["accuracy"], 6),
+        "class_counts": rep["class_counts"],
         "confusion": rep["confusion"],
     }
 
@@ -74,8 +78,14 @@ def _anomaly(scores: list[float], alarms: int) -> dict[str, Any]:
         return {"scored": 0, "alarms": alarms}
     a = np.asarray(scores)
     q = np.quantile(a, [0.5, 0.9, 0.99])
-    return {"scored": int(a.size), "alarms": alarms, "score_p50": round(float(q[0]), 6),
-            "score_p90": round(float(q[1]), 6), "score_p99": round(float(q[2]), 6), "score_max": round(float(a.max()), 6)}
+    return {
+        "scored": int(a.size),
+        "alarms": alarms,
+        "score_p50": round(float(q[0]), 6),
+        "score_p90": round(float(q[1]), 6),
+        "score_p99": round(float(q[2]), 6),
+        "score_max": round(float(a.max()), 6),
+    }
 
 
 def _estimate_rate(t: np.ndarray) -> float | None:
@@ -84,9 +94,14 @@ def _estimate_rate(t: np.ndarray) -> float | None:
     return float(1.0 / np.median(d)) if d.size else None
 
 
-def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None = None,
-           chunk_rows: int = 65536, progress: bool = False,
-           trace: dict[str, Any] | None = None) -> dict[str, Any]:
+def replay(
+    cfg: Config,
+    files: Sequence[str | Path],
+    predictions: TextIO | None = None,
+    chunk_rows: int = 65536,
+    progress: bool = False,
+    trace: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``).
 
     ``progress`` shows a progress bar on stderr when it is a terminal. A ``trace`` dict is
@@ -102,21 +117,30 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(text_size(f) for f in files if Path(f).is_file()), unit="B", unit_scale=True,
-                   desc="replay", file=sys.stderr, disable=None, leave=False)
+        bar = tqdm(
+            total=sum(text_size(f) for f in files if Path(f).is_file()),
+            unit="B",
+            unit_scale=True,
+            desc="replay",
+            file=sys.stderr,
+            disable=None,
+            leave=False,
+        )
     started = time.perf_counter()
     total_samples = 0
     file_reports = []
     for path in files:
         p = Path(path)
         try:
-            channels, label_cols = read_header(p)
+            channels, _label_cols = read_header(p)
         except (OSError, RecordingError) as exc:
             raise ReplayError(str(exc)) from None
         active = {n: t for n, t in engine.tasks.items() if all(c in channels for c in t.channels)}
         if not active:
-            raise ReplayError(f"{p}: no configured task finds its channels here (file has {channels}); "
-                              "use a config written for this recording (see examples/)")
+            raise ReplayError(
+                f"{p}: no configured task finds its channels here (file has {channels}); "
+                "use a config written for this recording (see examples/)"
+            )
         before = {n: t.windows for n, t in engine.tasks.items()}
         scores_before = {n: len(sink.scores.get(n, [])) for n in engine.tasks}
         alarms_before = dict(sink.alarms)
@@ -144,8 +168,10 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
         for n, t in engine.tasks.items():
             rep = _metrics(t.segment_eval, t.windows - before[n])
             if t.model.detector is not None:
-                rep["anomaly"] = _anomaly(sink.scores.get(n, [])[scores_before[n]:],
-                                          sink.alarms.get(n, 0) - alarms_before.get(n, 0))
+                rep["anomaly"] = _anomaly(
+                    sink.scores.get(n, [])[scores_before[n] :],
+                    sink.alarms.get(n, 0) - alarms_before.get(n, 0),
+                )
             if n not in active:
                 rep["skipped"] = "channels not in file"
             tasks_rep[n] = rep
@@ -156,24 +182,37 @@ def replay(cfg: Config, files: Sequence[str | Path], predictions: TextIO | None 
         bar.close()
     seconds = time.perf_counter() - started
     if trace is not None:
-        trace["tasks"] = {n: {"hits": t.trace, "events": sink.events.get(n, []), "scores": sink.scores.get(n, []),
-                              "alarms": sink.alarm_flags.get(n, []),
-                              "confusion": t.model.evaluation.report()["confusion"]}
-                          for n, t in engine.tasks.items()}
+        trace["tasks"] = {
+            n: {
+                "hits": t.trace,
+                "events": sink.events.get(n, []),
+                "scores": sink.scores.get(n, []),
+                "alarms": sink.alarm_flags.get(n, []),
+                "confusion": t.model.evaluation.report()["confusion"],
+            }
+            for n, t in engine.tasks.items()
+        }
     tasks = {}
     for n, t in engine.tasks.items():
         rep = _metrics(t.model.evaluation, t.windows)
         rep["n_learned"] = t.model.n_learned
-        rep["model"] = {"algorithm": t.model.algorithm, "version": t.model.version,
-                        "size_bytes": t.model.size_bytes(), "reliance": t.model.reliance(),
-                        "events": [e for e in t.model.events if e["kind"] != "challenger_started"][-20:]}
+        rep["model"] = {
+            "algorithm": t.model.algorithm,
+            "version": t.model.version,
+            "size_bytes": t.model.size_bytes(),
+            "reliance": t.model.reliance(),
+            "events": [e for e in t.model.events if e["kind"] != "challenger_started"][-20:],
+        }
         if t.model.detector is not None:
             rep["anomaly"] = _anomaly(sink.scores.get(n, []), sink.alarms.get(n, 0))
         tasks[n] = rep
     return {
-        "tasks": tasks, "samples": total_samples, "seconds": round(seconds, 4),
+        "tasks": tasks,
+        "samples": total_samples,
+        "seconds": round(seconds, 4),
         "samples_per_s": round(total_samples / seconds, 1) if seconds > 0 else None,
-        "files": file_reports, "counters": dict(sorted(engine.counters.items())),
+        "files": file_reports,
+        "counters": dict(sorted(engine.counters.items())),
     }
 
 
@@ -185,13 +224,18 @@ def _check_rates(cfg: Config, path: Path, t: np.ndarray, active: dict[str, Any])
         want = task_rate(cfg, cfg.tasks[name])
         if not math.isclose(rate, want, rel_tol=RATE_TOLERANCE):
             sensor = cfg.channel_owner()[cfg.tasks[name].channels[0]]
-            raise ReplayError(f"{path}: sampled at {rate:.6g} Hz, but task {name!r} reads sensor {sensor!r} "
-                              f"configured at rate_hz = {want:g}; use a config written for this recording")
+            raise ReplayError(
+                f"{path}: sampled at {rate:.6g} Hz, but task {name!r} reads sensor {sensor!r} "
+                f"configured at rate_hz = {want:g}; use a config written for this recording"
+            )
 
 
 def format_report(rep: dict[str, Any]) -> str:
     """Human-readable table of a replay report."""
-    lines = [f"{rep['samples']} samples in {rep['seconds']:.2f} s ({rep.get('samples_per_s') or 0:,.0f} samples/s)", ""]
+    lines = [
+        f"{rep['samples']} samples in {rep['seconds']:.2f} s ({rep.get('samples_per_s') or 0:,.0f} samples/s)",
+        "",
+    ]
     header = f"{'task':<14}{'scope':<34}{'windows':>8}{'labelled':>9}{'accuracy':>9}{'macroF1':>9}{'kappa':>8}{'alarms':>8}"
     lines.append(header)
     lines.append("-" * len(header))

@@ -42,8 +42,14 @@ class SensorRunner:
     exception from a driver is logged with its traceback and treated as a failed read: one
     sensor never takes the others or the service down."""
 
-    def __init__(self, name: str, driver: Any, poll_s: float, out: queue.Queue[Block],
-                 on_health: Callable[[str, str, str], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        driver: Any,
+        poll_s: float,
+        out: queue.Queue[Block],
+        on_health: Callable[[str, str, str], None],
+    ) -> None:
         self.name = name
         self.driver = driver
         self.poll_s = poll_s
@@ -81,7 +87,9 @@ class SensorRunner:
                 if not isinstance(exc, OSError | DriverError):
                     log.exception("sensor_driver_crashed", sensor=self.name)
                 self.failures += 1
-                self._set_health("lost" if self.failures >= 10 else "degraded", f"{type(exc).__name__}: {exc}")
+                self._set_health(
+                    "lost" if self.failures >= 10 else "degraded", f"{type(exc).__name__}: {exc}"
+                )
                 delay = min(5.0, self.poll_s * 2 ** min(self.failures, 10))
             else:
                 fault = getattr(self.driver, "fault", None)
@@ -121,11 +129,22 @@ class Timers:
 class Daemon:
     """Composition of sensors, engine, publisher and state, with the main loop."""
 
-    def __init__(self, engine: Engine, publisher: Publisher, inbox: LabelInbox, sensors: list[SensorRunner],
-                 blocks: queue.Queue[Block], store: ModelStore, seq: SeqStore, timers: Timers,
-                 labeler: Any | None = None, checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
-                 running_marker: Any | None = None, summary_policy: Any | None = None,
-                 ops: Any | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: Publisher,
+        inbox: LabelInbox,
+        sensors: list[SensorRunner],
+        blocks: queue.Queue[Block],
+        store: ModelStore,
+        seq: SeqStore,
+        timers: Timers,
+        labeler: Any | None = None,
+        checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
+        running_marker: Any | None = None,
+        summary_policy: Any | None = None,
+        ops: Any | None = None,
+    ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.inbox = inbox
@@ -142,7 +161,10 @@ class Daemon:
         self._stop = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.started = time.time()
-        self._summary_clock = (time.monotonic(), wall_offset())  # (monotonic, wall offset) at the last summary
+        self._summary_clock = (
+            time.monotonic(),
+            wall_offset(),
+        )  # (monotonic, wall offset) at the last summary
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -156,14 +178,18 @@ class Daemon:
             "device": self.engine.device_id,
             "ts": round(time.time(), 3),
             "since": round(self.started, 3),
-            "tasks": {n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
-                      for n, t in self.engine.tasks.items()},
+            "tasks": {
+                n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
+                for n, t in self.engine.tasks.items()
+            },
             "sensors": {s.name: s.health for s in self.sensors},
         }
 
     def on_sensor_health(self, name: str, health: str, reason: str) -> None:
         """Called from sensor threads: log now, alert from the main loop."""
-        (log.info if health == "ok" else log.warning)("sensor_health", sensor=name, health=health, reason=reason)
+        (log.info if health == "ok" else log.warning)(
+            "sensor_health", sensor=name, health=health, reason=reason
+        )
         self._events.put((name, health, reason))
 
     # -- main loop --------------------------------------------------------------------------------
@@ -178,8 +204,12 @@ class Daemon:
         self.timers.next_checkpoint = now + self.timers.checkpoint_s
         self.timers.watchdog_s = sdnotify.watchdog_interval()
         sdnotify.notify("READY=1")
-        log.info("service_started", device=self.engine.device_id, tasks=list(self.engine.tasks),
-                 sensors=[s.name for s in self.sensors])
+        log.info(
+            "service_started",
+            device=self.engine.device_id,
+            tasks=list(self.engine.tasks),
+            sensors=[s.name for s in self.sensors],
+        )
         while not self._stop.is_set():
             self._step(0.05)
         return self.shutdown()
@@ -235,9 +265,17 @@ class Daemon:
             self.inbox.overflow = 0
 
     def publish_summary(self) -> None:
-        extra = {"mqtt": self.publisher.stats(),
-                 "sensors": {s.name: {"health": s.health, "dropped_blocks": s.dropped_blocks,
-                                      **dict(getattr(s.driver, "stats", {}))} for s in self.sensors}}
+        extra = {
+            "mqtt": self.publisher.stats(),
+            "sensors": {
+                s.name: {
+                    "health": s.health,
+                    "dropped_blocks": s.dropped_blocks,
+                    **dict(getattr(s.driver, "stats", {})),
+                }
+                for s in self.sensors
+            },
+        }
         now_mono, offset = time.monotonic(), wall_offset()
         prev_mono, prev_offset = self._summary_clock
         self._summary_clock = (now_mono, offset)

@@ -77,18 +77,25 @@ def pseudonym_key(cfg: SummaryConfig, state_key: bytes, credentials_dir: str | N
 class SummaryPolicy:
     """Applies the configured policy to summary payloads."""
 
-    def __init__(self, cfg: SummaryConfig, key: bytes | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, cfg: SummaryConfig, key: bytes | None = None, rng: np.random.Generator | None = None
+    ) -> None:
         self.cfg = cfg
         self.key = key
-        self.rng = rng if rng is not None else np.random.default_rng()  # OS entropy: noise must not be predictable
+        self.rng = (
+            rng if rng is not None else np.random.default_rng()
+        )  # OS entropy: noise must not be predictable
         if cfg.pseudonymize and not key:
             raise ValueError("pseudonymize needs a key")
 
     @property
     def clip(self) -> dict[str, tuple[float, float]] | None:
         """Per-channel clipping the engine applies before aggregating (only with noise)."""
-        return {k: (v[0], v[1]) for k, v in self.cfg.noise.bounds.items()} if self.cfg.noise is not None else None
+        return (
+            {k: (v[0], v[1]) for k, v in self.cfg.noise.bounds.items()}
+            if self.cfg.noise is not None
+            else None
+        )
 
     def step(self, channel: str) -> float | None:
         return self.cfg.round_step.get(channel, self.cfg.round_step.get("default"))
@@ -100,7 +107,11 @@ class SummaryPolicy:
         eps = self.cfg.noise.epsilon / 2.0  # one half for the mean, one for the std
         mean = agg["mean"] + self.rng.laplace(0.0, (hi - lo) / n / eps)
         std = agg["std"] + self.rng.laplace(0.0, (hi - lo) / math.sqrt(n) / eps)
-        return {"count": n, "mean": float(np.clip(mean, lo, hi)), "std": float(np.clip(std, 0.0, (hi - lo) / 2))}
+        return {
+            "count": n,
+            "mean": float(np.clip(mean, lo, hi)),
+            "std": float(np.clip(std, 0.0, (hi - lo) / 2)),
+        }
 
     def apply(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A sanitised copy of a summary payload."""
@@ -131,8 +142,11 @@ class SummaryPolicy:
         if suppressed:
             out["suppressed"] = {"min_count": self.cfg.min_count, "aggregates": suppressed}
         if self.cfg.noise is not None:
-            out["privacy"] = {"mechanism": "laplace", "epsilon": self.cfg.noise.epsilon,
-                              "scope": "per channel per summary; mean and std, clipped to bounds"}
+            out["privacy"] = {
+                "mechanism": "laplace",
+                "epsilon": self.cfg.noise.epsilon,
+                "scope": "per channel per summary; mean and std, clipped to bounds",
+            }
         if self.cfg.pseudonymize:
             assert self.key is not None
             out["device"] = pseudonym(self.key, payload["device"])

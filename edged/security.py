@@ -66,8 +66,12 @@ def _read_secret(path: Path, key: str, source: str) -> str:
         raise ConfigError(source, [f"{key}: {path} must hold exactly one non-empty line"])
     mode = path.stat().st_mode
     if mode & 0o077:
-        log.warning("credential_file_permissions", path=str(path), mode=oct(mode & 0o777),
-                    note="readable by group or others; chmod 600 (or use LoadCredential=)")
+        log.warning(
+            "credential_file_permissions",
+            path=str(path),
+            mode=oct(mode & 0o777),
+            note="readable by group or others; chmod 600 (or use LoadCredential=)",
+        )
     return text
 
 
@@ -96,8 +100,10 @@ def tls_context(tls: TlsConfig | None, source: str = "config") -> ssl.SSLContext
     ctx.check_hostname = tls.verify_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     if not tls.verify_hostname:
-        log.warning("tls_hostname_verification_disabled",
-                    note="any certificate signed by the CA is accepted for any host name")
+        log.warning(
+            "tls_hostname_verification_disabled",
+            note="any certificate signed by the CA is accepted for any host name",
+        )
     key = tls.key_file
     if tls.cert_file is not None and key is None:
         cred = credential(KEY_CREDENTIAL)
@@ -106,8 +112,10 @@ def tls_context(tls: TlsConfig | None, source: str = "config") -> ssl.SSLContext
         try:
             ctx.load_cert_chain(tls.cert_file, key)
         except (OSError, ssl.SSLError) as exc:
-            problem = (f"mqtt.tls.cert_file: cannot load the client certificate {tls.cert_file} "
-                       f"with key {key or '(in the certificate file)'}: {exc}")
+            problem = (
+                f"mqtt.tls.cert_file: cannot load the client certificate {tls.cert_file} "
+                f"with key {key or '(in the certificate file)'}: {exc}"
+            )
             raise ConfigError(source, [problem]) from None
     elif tls.key_file is not None:
         raise ConfigError(source, ["mqtt.tls.key_file: given without mqtt.tls.cert_file"])

@@ -107,8 +107,9 @@ class SpoolError(Exception):
 class Spool:
     """The outgoing message spool (see module docstring)."""
 
-    def __init__(self, path: Path, limits: SpoolLimits = SpoolLimits(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, path: Path, limits: SpoolLimits = SpoolLimits(), clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.path = path
         self.limits = limits
         self._mono = clock
@@ -162,8 +163,10 @@ class Spool:
             raise  # disk full, permissions, locked: not corruption; handled by the caller
         except sqlite3.DatabaseError as exc:  # "file is not a database", malformed, failed check
             aside = self._move_aside(exc)
-            self.problems.append(f"{self.path}: unreadable spool ({exc}); moved aside to {aside.name}, "
-                                 "messages in it are lost; starting an empty spool")
+            self.problems.append(
+                f"{self.path}: unreadable spool ({exc}); moved aside to {aside.name}, "
+                "messages in it are lost; starting an empty spool"
+            )
             log.error("spool_corrupt", path=str(self.path), error=str(exc), moved_to=str(aside))
             db = self._connect()
         with contextlib.suppress(OSError):
@@ -183,7 +186,8 @@ class Spool:
         assert self._db is not None
         db = self._db
         self._count, self._bytes = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg"
+        ).fetchone()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._clock_base = float(meta.pop("clock", 0.0))
         self._mono0 = self._mono()
@@ -267,15 +271,20 @@ class Spool:
             if now >= self._next_expiry:  # a table scan: at most once per EXPIRY_EVERY_S of service time
                 self._next_expiry = now + EXPIRY_EVERY_S
                 horizon = now - self.limits.max_age_s
-                for k, sz in db.execute("DELETE FROM msg WHERE t < ? AND id > ? RETURNING kind, "
-                                        "length(topic) + length(payload)", (horizon, self._cursor)).fetchall():
+                for k, sz in db.execute(
+                    "DELETE FROM msg WHERE t < ? AND id > ? RETURNING kind, length(topic) + length(payload)",
+                    (horizon, self._cursor),
+                ).fetchall():
                     drops.append((k, "expired", sz))
                     count, nbytes = count - 1, nbytes - sz
             kept = True
             last = self._cursor
             while count + 1 > self.limits.max_messages or nbytes + size > self.limits.max_bytes:
-                row = db.execute("SELECT id, kind, length(topic) + length(payload) FROM msg "
-                                 "WHERE prio <= ? AND id > ? ORDER BY prio, id LIMIT 1", (prio, last)).fetchone()
+                row = db.execute(
+                    "SELECT id, kind, length(topic) + length(payload) FROM msg "
+                    "WHERE prio <= ? AND id > ? ORDER BY prio, id LIMIT 1",
+                    (prio, last),
+                ).fetchone()
                 if row is None:
                     kept = False
                     break
@@ -283,8 +292,10 @@ class Spool:
                 drops.append((row[1], "full", row[2]))
                 count, nbytes = count - 1, nbytes - row[2]
             if kept:
-                db.execute("INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
-                           (now, prio, kind, topic, payload, int(retain)))
+                db.execute(
+                    "INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, prio, kind, topic, payload, int(retain)),
+                )
                 count, nbytes = count + 1, nbytes + size
             totals = Counter(self.totals)
             for k, reason, _ in drops:
@@ -332,10 +343,16 @@ class Spool:
         self._fallback = f"{type(exc).__name__}: {exc}"
         self._retry_at = self._mono() + self.limits.retry_s
         if first:
-            log.error("spool_unwritable", path=str(self.path), error=self._fallback,
-                      note="alerts and summaries wait in memory; predictions are dropped (counted) until "
-                           "the disk can be written again")
-            self._events.append({"problem": "spool_unwritable", "error": self._fallback, "path": str(self.path)})
+            log.error(
+                "spool_unwritable",
+                path=str(self.path),
+                error=self._fallback,
+                note="alerts and summaries wait in memory; predictions are dropped (counted) until "
+                "the disk can be written again",
+            )
+            self._events.append(
+                {"problem": "spool_unwritable", "error": self._fallback, "path": str(self.path)}
+            )
             if opening:
                 self.problems.append(f"{self.path}: cannot open the spool ({self._fallback})")
 
@@ -351,12 +368,16 @@ class Spool:
             try:
                 moved = list(self._mem)
                 for m in moved:
-                    db.execute("INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
-                               (now, PRIORITY[m.kind], m.kind, m.topic, m.payload, int(m.retain)))
+                    db.execute(
+                        "INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
+                        (now, PRIORITY[m.kind], m.kind, m.topic, m.payload, int(m.retain)),
+                    )
                 if self._pending_acks:
                     db.executemany("DELETE FROM msg WHERE id = ?", [(i,) for i in self._pending_acks])
                 self._write_meta(db, now, {k: self.totals[k] for k in self.totals})
-                db.executemany("INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items())
+                db.executemany(
+                    "INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items()
+                )
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -366,14 +387,17 @@ class Spool:
             self._fallback = f"{type(exc).__name__}: {exc}"
             return
         self._count, self._bytes = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg"
+        ).fetchone()
         self._mem.clear()
         self._pending_acks.clear()
         self._dirty.clear()
         self._seq_durable.update(self._seq_dirty)
         self._seq_dirty.clear()
         log.info("spool_recovered", path=str(self.path), moved_from_memory=len(moved))
-        self._events.append({"problem": "spool_recovered", "moved_from_memory": len(moved), "path": str(self.path)})
+        self._events.append(
+            {"problem": "spool_recovered", "moved_from_memory": len(moved), "path": str(self.path)}
+        )
         self._fallback = None
 
     def take_events(self) -> list[dict[str, Any]]:
@@ -389,8 +413,10 @@ class Spool:
             out: list[Msg] = []
             if self._db is not None:
                 try:
-                    rows = self._db.execute("SELECT id, kind, topic, payload, retain FROM msg WHERE id > ? "
-                                            "ORDER BY id LIMIT ?", (self._cursor, n)).fetchall()
+                    rows = self._db.execute(
+                        "SELECT id, kind, topic, payload, retain FROM msg WHERE id > ? ORDER BY id LIMIT ?",
+                        (self._cursor, n),
+                    ).fetchall()
                 except sqlite3.Error as exc:
                     log.error("spool_read_failed", error=str(exc))
                     rows = []
@@ -462,8 +488,11 @@ class Spool:
                     _, kind, reason = k.split(".", 2)
                     dropped.setdefault(kind, {})[reason] = v
             return {
-                "queued": self._count + len(self._mem), "queued_bytes": self._bytes, "in_memory": len(self._mem),
-                "oldest_age_s": oldest, "unwritable": self._fallback,
+                "queued": self._count + len(self._mem),
+                "queued_bytes": self._bytes,
+                "in_memory": len(self._mem),
+                "oldest_age_s": oldest,
+                "unwritable": self._fallback,
                 "spooled": {k: self.totals[f"spooled.{k}"] for k in KINDS if self.totals[f"spooled.{k}"]},
                 "sent": {k: self.totals[f"sent.{k}"] for k in KINDS if self.totals[f"sent.{k}"]},
                 "dropped": dropped,
@@ -478,7 +507,9 @@ class Spool:
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany("DELETE FROM msg WHERE id = ?", [(i,) for i in self._pending_acks])
                     self._write_meta(db, self.now(), {k: self.totals[k] for k in self.totals})
-                    db.executemany("INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items())
+                    db.executemany(
+                        "INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items()
+                    )
                     db.execute("COMMIT")
                     self._seq_durable.update(self._seq_dirty)
                     self._seq_dirty.clear()
@@ -491,10 +522,11 @@ def _delete_ids(db: sqlite3.Connection, ids: list[int]) -> tuple[int, int]:
     """Delete rows by id; returns (rows deleted, bytes freed)."""
     gone = freed = 0
     for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
+        chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        for (sz,) in db.execute(f"DELETE FROM msg WHERE id IN ({marks}) RETURNING length(topic) + length(payload)",
-                                chunk).fetchall():
+        for (sz,) in db.execute(
+            f"DELETE FROM msg WHERE id IN ({marks}) RETURNING length(topic) + length(payload)", chunk
+        ).fetchall():
             gone += 1
             freed += sz
     return gone, freed

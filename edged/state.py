@@ -113,16 +113,45 @@ def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> byte
 # os.system & co.
 _ALLOWED_MODULE_PREFIXES = ("river.", "pipelines.", "numpy", "collections", "sortedcontainers", "scipy.")
 _ALLOWED_EXACT = {
-    ("builtins", n) for n in ("set", "frozenset", "dict", "list", "tuple", "float", "int", "str", "bytes",
-                              "bytearray", "complex", "slice", "range", "bool", "object", "getattr")
-} | {("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("functools", "partial"), ("math", "inf"),
-     ("_collections_abc", "dict_keys"), ("operator", "itemgetter"), ("operator", "attrgetter"),
-     ("river", "stats"), ("random", "Random")}
+    ("builtins", n)
+    for n in (
+        "set",
+        "frozenset",
+        "dict",
+        "list",
+        "tuple",
+        "float",
+        "int",
+        "str",
+        "bytes",
+        "bytearray",
+        "complex",
+        "slice",
+        "range",
+        "bool",
+        "object",
+        "getattr",
+    )
+} | {
+    ("copyreg", "_reconstructor"),
+    ("copyreg", "__newobj__"),
+    ("functools", "partial"),
+    ("math", "inf"),
+    ("_collections_abc", "dict_keys"),
+    ("operator", "itemgetter"),
+    ("operator", "attrgetter"),
+    ("river", "stats"),
+    ("random", "Random"),
+}
 
 
 class _ModelUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_EXACT or module == "river" or module.startswith(_ALLOWED_MODULE_PREFIXES):
+        if (
+            (module, name) in _ALLOWED_EXACT
+            or module == "river"
+            or module.startswith(_ALLOWED_MODULE_PREFIXES)
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}, which a model never contains")
 
@@ -153,20 +182,24 @@ def decode_checkpoint(data: bytes, key: bytes, source: str) -> tuple[dict[str, A
     if nl < 0:
         raise StateError(f"{source}: truncated or oversized header")
     try:
-        header = json.loads(data[len(MAGIC):nl])
+        header = json.loads(data[len(MAGIC) : nl])
     except (ValueError, UnicodeDecodeError):
         raise StateError(f"{source}: header is not valid JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("hmac"), str):
         raise StateError(f"{source}: unsigned checkpoint (no hmac in header); refusing it")
-    payload = data[nl + 1:]
+    payload = data[nl + 1 :]
     mac = header.pop("hmac")
     if header.get("payload_bytes") != len(payload):
-        raise StateError(f"{source}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
-                         "(truncated?)")
+        raise StateError(
+            f"{source}: payload is {len(payload)} bytes, header says {header.get('payload_bytes')} "
+            "(truncated?)"
+        )
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise StateError(f"{source}: payload checksum mismatch (corrupted)")
     if not hmac.compare_digest(_mac(key, _canonical(header), payload), mac):
-        raise StateError(f"{source}: HMAC does not verify (tampered, or signed with another key); refusing it")
+        raise StateError(
+            f"{source}: HMAC does not verify (tampered, or signed with another key); refusing it"
+        )
     header["hmac"] = mac
     return header, payload
 
@@ -175,7 +208,7 @@ def unpickle_model(payload: bytes, source: str) -> Any:
     """Unpickle a verified payload through the restricted unpickler."""
     try:
         return _ModelUnpickler(io.BytesIO(payload)).load()
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not loadable
+    except Exception as exc:
         raise StateError(f"{source}: verified but cannot be loaded with this software: {exc}") from None
 
 
@@ -326,8 +359,10 @@ class SeqStore:
                 aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
                 with contextlib.suppress(OSError):
                     os.replace(path, aside)
-                self.problems.append(f"{path}: unreadable seq counters ({type(exc).__name__}: {exc}); "
-                                     f"moved aside to {aside.name}")
+                self.problems.append(
+                    f"{path}: unreadable seq counters ({type(exc).__name__}: {exc}); "
+                    f"moved aside to {aside.name}"
+                )
                 return
             self._next = {str(k): int(v) for k, v in nxt.items()}
             self._reserved = dict(self._next)

@@ -77,8 +77,9 @@ class BearingParams(_Params):
         return self
 
 
-def defect_multiples(balls: int, ball_diameter: float, pitch_diameter: float,
-                     contact_angle_deg: float = 0.0) -> dict[str, float]:
+def defect_multiples(
+    balls: int, ball_diameter: float, pitch_diameter: float, contact_angle_deg: float = 0.0
+) -> dict[str, float]:
     """BPFO, BPFI, BSF, FTF as multiples of the shaft speed (see the module docstring)."""
     r = ball_diameter / pitch_diameter * math.cos(math.radians(contact_angle_deg))
     return {
@@ -124,13 +125,16 @@ def build_dsp(spec: DspSpec, rate_hz: float) -> Dsp:
     if spec.fusion is not None:
         missing = [c for c in IMU if c not in channels]
         if missing:
-            raise ValueError(f"fusion needs the IMU channels {', '.join(IMU)} among channels (missing "
-                             f"{', '.join(missing)})")
+            raise ValueError(
+                f"fusion needs the IMU channels {', '.join(IMU)} among channels (missing "
+                f"{', '.join(missing)})"
+            )
         use_mag = all(c in channels for c in MAG)
         derived = [o for o in ORIENTATION_OUTPUTS if o in spec.fusion.outputs]
         if "yaw" in derived and not use_mag:
-            raise ValueError("fusion output yaw needs a magnetometer (channels mx, my, mz); "
-                             "without one it drifts")
+            raise ValueError(
+                "fusion output yaw needs a magnetometer (channels mx, my, mz); without one it drifts"
+            )
     shaft = spec.shaft
     if ("shaft" in features or "envelope" in features) and shaft is None:
         raise ValueError("feature sets 'shaft' and 'envelope' need a [shaft] table (hz or range_hz)")
@@ -143,10 +147,21 @@ def build_dsp(spec: DspSpec, rate_hz: float) -> Dsp:
         defects = defect_multiples(b.balls, b.ball_diameter, b.pitch_diameter, b.contact_angle_deg)
         harmonics = b.harmonics
     fx = FeatureExtractor(
-        channels, rate_hz, spec.window, features, spec.bands_hz, spec.log_bands, derived=derived,
-        accel_unit=spec.accel_unit, velocity_band_hz=spec.velocity_band_hz,
-        shaft_hz=shaft.hz if shaft else None, shaft_range_hz=shaft.range_hz if shaft else None,
-        line_tol=shaft.line_tol if shaft else 0.02, defects=defects, harmonics=harmonics)
+        channels,
+        rate_hz,
+        spec.window,
+        features,
+        spec.bands_hz,
+        spec.log_bands,
+        derived=derived,
+        accel_unit=spec.accel_unit,
+        velocity_band_hz=spec.velocity_band_hz,
+        shaft_hz=shaft.hz if shaft else None,
+        shaft_range_hz=shaft.range_hz if shaft else None,
+        line_tol=shaft.line_tol if shaft else 0.02,
+        defects=defects,
+        harmonics=harmonics,
+    )
     n_raw = len(channels)
     rows = {c: i for i, c in enumerate(channels)}
     rows.update({d: n_raw + j for j, d in enumerate(derived)})
@@ -156,6 +171,8 @@ def build_dsp(spec: DspSpec, rate_hz: float) -> Dsp:
     if "envelope" in features:
         assert spec.bearing is not None
         first = n_raw + len(derived)
-        stages.append(BandPass(range(n_raw), range(first, first + n_raw), rate_hz, spec.bearing.envelope_band_hz))
+        stages.append(
+            BandPass(range(n_raw), range(first, first + n_raw), rate_hz, spec.bearing.envelope_band_hz)
+        )
     stream = StreamStage(stages, fx.rows - n_raw) if stages else None
     return Dsp(fx, stream)

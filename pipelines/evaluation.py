@@ -79,5 +79,7 @@ class Prequential:
         for (y, _), c in self.cm.items():
             classes[y] += c
         out["class_counts"] = dict(sorted(classes.items()))
-        out["confusion"] = {f"{y}->{p}": c for (y, p), c in sorted(self.cm.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))}
+        out["confusion"] = {
+            f"{y}->{p}": c for (y, p), c in sorted(self.cm.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+        }
         return out

@@ -41,29 +41,30 @@ band-passed copy of each channel.
 
 from __future__ import annotations
 
+import itertools
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numba import njit
 
-# One set of numba flags for every kernel (a test fails on flags hard-coded anywhere else).
-# error_model "numpy": a division by zero gives inf/NaN (IEEE) instead of raising, so no input can
-# raise out of a kernel into the service; the wrapper turns non-finite features into "absent".
-JIT = {"cache": os.environ.get("EDGED_NUMBA_CACHE", "1") != "0", "nogil": True, "fastmath": False,
-       "error_model": "numpy"}
+from pipelines.jit import JIT
+from pipelines.units import STANDARD_GRAVITY
 
 STATS = ("mean", "std", "rms", "min", "max", "ptp", "skew", "kurt", "crest", "zcr")
 SPECTRUM = ("dom_freq", "dom_amp", "centroid", "entropy")
 MOTION = ("sma", "norm_mean", "norm_std", "norm_min", "norm_max", "corr_xy", "corr_xz", "corr_yz")
-TRIADS = {"acc": ("ax", "ay", "az"), "gyro": ("gx", "gy", "gz"), "mag": ("mx", "my", "mz"),
-          "lin": ("lax", "lay", "laz")}
+TRIADS = {
+    "acc": ("ax", "ay", "az"),
+    "gyro": ("gx", "gy", "gz"),
+    "mag": ("mx", "my", "mz"),
+    "lin": ("lax", "lay", "laz"),
+}
 SHAFT = ("shaft_1x", "shaft_2x", "shaft_3x")
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 ENVELOPE = ("env_mean", *(f"env_{d}" for d in DEFECTS))
 FEATURE_SETS = ("stats", "bands", "spectrum", "motion", "velocity", "shaft", "envelope")
-ACCEL_UNITS = {"m/s2": 1.0, "g": 9.80665}  # to m/s^2
+ACCEL_UNITS = {"m/s2": 1.0, "g": STANDARD_GRAVITY}  # to m/s^2
 _LOG_FLOOR = 1e-12
 _CONSTANT = 1e-24  # a spread below this fraction of the squared level is rounding: a constant signal
 
@@ -195,8 +196,9 @@ def _motion(x: np.ndarray, triads: np.ndarray, norm: np.ndarray, out: np.ndarray
 
 # -- FFT and spectra -----------------------------------------------------------------------------------
 @njit(**JIT)
-def _fft_inplace(re: np.ndarray, im: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
-                 tw_im: np.ndarray) -> None:  # pragma: no cover - compiled
+def _fft_inplace(
+    re: np.ndarray, im: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray, tw_im: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Iterative radix-2 decimation-in-time complex FFT of ``re + i*im`` in place (length a
     power of two), two stages per pass over the data (radix-2^2 butterflies).
 
@@ -287,9 +289,18 @@ def _fft_inplace(re: np.ndarray, im: np.ndarray, swaps: np.ndarray, tw_re: np.nd
 
 
 @njit(**JIT)
-def _padded_power(re: np.ndarray, im: np.ndarray, n: int, swaps: np.ndarray, tw_re: np.ndarray,
-                  tw_im: np.ndarray, scale: float, psd: np.ndarray, c0: int,
-                  c1: int) -> None:  # pragma: no cover - compiled
+def _padded_power(
+    re: np.ndarray,
+    im: np.ndarray,
+    n: int,
+    swaps: np.ndarray,
+    tw_re: np.ndarray,
+    tw_im: np.ndarray,
+    scale: float,
+    psd: np.ndarray,
+    c0: int,
+    c1: int,
+) -> None:  # pragma: no cover - compiled
     """Zero-pad the loaded ``re + i im`` (first ``n`` samples) to the FFT length, transform, and
     split the two rows' one-sided power into rows ``c0`` and ``c1`` of ``psd``."""
     for i in range(n, re.shape[0]):
@@ -300,8 +311,9 @@ def _padded_power(re: np.ndarray, im: np.ndarray, n: int, swaps: np.ndarray, tw_
 
 
 @njit(**JIT)
-def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, c0: int,
-                 c1: int) -> None:  # pragma: no cover - compiled
+def _split_power(
+    re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, c0: int, c1: int
+) -> None:  # pragma: no cover - compiled
     """One-sided power spectra of two real signals packed as ``a + i b`` and transformed
     (``re + i im``), into rows ``c0`` and ``c1`` (-1: none) of ``psd``; separated by conjugate
     symmetry: ``A_k = (Z_k + conj(Z_{p-k})) / 2``, ``B_k = (Z_k - conj(Z_{p-k})) / 2i``."""
@@ -319,9 +331,18 @@ def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, 
 
 
 @njit(**JIT)
-def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
-                    tw_im: np.ndarray, scale: float, re: np.ndarray, im: np.ndarray,
-                    psd: np.ndarray) -> None:  # pragma: no cover - compiled
+def _power_spectrum(
+    x: np.ndarray,
+    means: np.ndarray,
+    win: np.ndarray,
+    swaps: np.ndarray,
+    tw_re: np.ndarray,
+    tw_im: np.ndarray,
+    scale: float,
+    re: np.ndarray,
+    im: np.ndarray,
+    psd: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """One-sided power spectrum of each row of ``x`` (C, N) into ``psd`` (C, P/2 + 1).
 
     Rows are mean-removed (``means``), windowed (``win``) and zero-padded to ``P`` =
@@ -346,8 +367,9 @@ def _power_spectrum(x: np.ndarray, means: np.ndarray, win: np.ndarray, swaps: np
 
 
 @njit(**JIT)
-def _band_sums(psd: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, log: bool,
-               out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _band_sums(
+    psd: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, log: bool, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Power of each row of ``psd`` in bin ranges ``[band_lo[b], band_hi[b])`` into ``out`` (C, B)."""
     for c in range(psd.shape[0]):
         for b in range(band_lo.shape[0]):
@@ -358,8 +380,9 @@ def _band_sums(psd: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, log: b
 
 
 @njit(**JIT)
-def _spectral_shape(psd: np.ndarray, means: np.ndarray, df: float, amp_scale: float,
-                    out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _spectral_shape(
+    psd: np.ndarray, means: np.ndarray, df: float, amp_scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Dominant frequency, its amplitude, spectral centroid and normalised spectral entropy of
     each row of ``psd`` (bins 1 and up; DC excluded) into ``out`` (C, 4), in ``SPECTRUM`` order.
 
@@ -398,8 +421,9 @@ def _spectral_shape(psd: np.ndarray, means: np.ndarray, df: float, amp_scale: fl
 
 
 @njit(**JIT)
-def _velocity_rms(psd: np.ndarray, k_lo: int, k_hi: int, df: float, scale: float,
-                  out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _velocity_rms(
+    psd: np.ndarray, k_lo: int, k_hi: int, df: float, scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """RMS of the velocity in bins ``[k_lo, k_hi)`` from acceleration power ``psd`` (C, K):
     integration divides each bin by (2 pi f)^2; ``scale`` converts to the output unit."""
     w = 2.0 * math.pi * df
@@ -411,8 +435,16 @@ def _velocity_rms(psd: np.ndarray, k_lo: int, k_hi: int, df: float, scale: float
 
 
 @njit(**JIT)
-def _line_power(psd: np.ndarray, df: float, centers: np.ndarray, harmonics: int, rel_tol: float,
-                min_half_width: float, log: bool, out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _line_power(
+    psd: np.ndarray,
+    df: float,
+    centers: np.ndarray,
+    harmonics: int,
+    rel_tol: float,
+    min_half_width: float,
+    log: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Power of each row of ``psd`` (C, K) at spectral lines into ``out`` (C, M): for line m,
     the sum over harmonics h = 1..``harmonics`` of the bins within ``h * centers[m] +- hw``,
     ``hw = max(rel_tol * h * centers[m], min_half_width)`` (Hz); DC and bins past Nyquist are
@@ -424,8 +456,8 @@ def _line_power(psd: np.ndarray, df: float, centers: np.ndarray, harmonics: int,
             for h in range(1, harmonics + 1):
                 f = h * centers[m]
                 hw = max(rel_tol * f, min_half_width)
-                lo = max(1, int(math.ceil((f - hw) / df)))
-                hi = min(n_bins - 1, int(math.floor((f + hw) / df)))
+                lo = max(1, math.ceil((f - hw) / df))
+                hi = min(n_bins - 1, math.floor((f + hw) / df))
                 for k in range(lo, hi + 1):
                     acc += psd[c, k]
             out[c, m] = math.log10(acc + _LOG_FLOOR) if log else acc
@@ -463,9 +495,19 @@ def _peak_frequency(psd: np.ndarray, k_lo: int, k_hi: int, df: float) -> float: 
 
 
 @njit(**JIT)
-def _envelope_spectrum(xb: np.ndarray, win: np.ndarray, swaps: np.ndarray, tw_re: np.ndarray,
-                       tw_im: np.ndarray, scale: float, re: np.ndarray, im: np.ndarray, env: np.ndarray,
-                       env_mean: np.ndarray, psd: np.ndarray) -> None:  # pragma: no cover - compiled
+def _envelope_spectrum(
+    xb: np.ndarray,
+    win: np.ndarray,
+    swaps: np.ndarray,
+    tw_re: np.ndarray,
+    tw_im: np.ndarray,
+    scale: float,
+    re: np.ndarray,
+    im: np.ndarray,
+    env: np.ndarray,
+    env_mean: np.ndarray,
+    psd: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Envelope of each (band-passed) row of ``xb`` (C, N) and its power spectrum.
 
     The envelope is the magnitude of the analytic signal ``x + i H{x}``, zero-padded to ``P``
@@ -551,7 +593,7 @@ def fft_tables(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tw = np.ones(max(p - 1, 1), dtype=np.complex128)
     h = 1
     while h < p:
-        tw[h - 1:2 * h - 1] = np.exp(-2j * np.pi * np.arange(h) / (2 * h))
+        tw[h - 1 : 2 * h - 1] = np.exp(-2j * np.pi * np.arange(h) / (2 * h))
         h *= 2
     return swaps, np.ascontiguousarray(tw.real), np.ascontiguousarray(tw.imag)
 
@@ -601,12 +643,23 @@ class FeatureExtractor:
     (0.71, True)
     """
 
-    def __init__(self, channels: Sequence[str], rate_hz: float, window: int,
-                 features: Sequence[str] = ("stats", "bands"), bands_hz: Sequence[float] = (),
-                 log_bands: bool = True, derived: Sequence[str] = (), accel_unit: str = "m/s2",
-                 velocity_band_hz: Sequence[float] = (10.0, 1000.0), shaft_hz: float | None = None,
-                 shaft_range_hz: Sequence[float] | None = None, line_tol: float = 0.02,
-                 defects: Mapping[str, float] | None = None, harmonics: int = 3) -> None:
+    def __init__(
+        self,
+        channels: Sequence[str],
+        rate_hz: float,
+        window: int,
+        features: Sequence[str] = ("stats", "bands"),
+        bands_hz: Sequence[float] = (),
+        log_bands: bool = True,
+        derived: Sequence[str] = (),
+        accel_unit: str = "m/s2",
+        velocity_band_hz: Sequence[float] = (10.0, 1000.0),
+        shaft_hz: float | None = None,
+        shaft_range_hz: Sequence[float] | None = None,
+        line_tol: float = 0.02,
+        defects: Mapping[str, float] | None = None,
+        harmonics: int = 3,
+    ) -> None:
         if not channels:
             raise ValueError("a window needs at least one channel")
         if window < 4:
@@ -645,7 +698,8 @@ class FeatureExtractor:
             names += [f"{c}.{s}" for c in self.visible for s in STATS]
 
         self.use_psd = bool(feats & {"bands", "spectrum", "velocity", "shaft"}) or (
-            self.use_envelope and shaft_hz is None)
+            self.use_envelope and shaft_hz is None
+        )
         if self.use_psd or self.use_envelope:
             self._win = hann(self.window)
             self._swaps, self._tw_re, self._tw_im = fft_tables(p)
@@ -660,21 +714,26 @@ class FeatureExtractor:
             edges = [float(e) for e in bands_hz]
             if len(edges) < 2:
                 raise ValueError("feature set 'bands' needs at least two band edges in bands_hz")
-            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[0] < 0:
+            if any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] < 0:
                 raise ValueError(f"bands_hz must be increasing and >= 0, got {edges}")
             if edges[-1] > nyq:
                 raise ValueError(f"bands_hz top edge {edges[-1]} Hz is above Nyquist ({nyq:g} Hz)")
             lo = np.array([_bins(a, a, self._df)[0] for a in edges[:-1]], dtype=np.int64)
             hi = np.array([_bins(b, b, self._df)[0] for b in edges[1:]], dtype=np.int64)
             hi[-1] = min(int(hi[-1]) + (1 if edges[-1] >= nyq else 0), n_bins)
-            empty = [f"{a:g}-{b:g} Hz" for a, b, lo_, hi_ in zip(edges, edges[1:], lo, hi, strict=False)
-                     if hi_ <= lo_]
+            empty = [
+                f"{a:g}-{b:g} Hz"
+                for a, b, lo_, hi_ in zip(edges, edges[1:], lo, hi, strict=False)
+                if hi_ <= lo_
+            ]
             if empty:
-                raise ValueError(f"band(s) {empty} contain no FFT bin at {self.rate_hz:g} Hz / {p} points "
-                                 f"(bin width {self._df:.3g} Hz): widen them or lengthen the window")
+                raise ValueError(
+                    f"band(s) {empty} contain no FFT bin at {self.rate_hz:g} Hz / {p} points "
+                    f"(bin width {self._df:.3g} Hz): widen them or lengthen the window"
+                )
             self._band_lo, self._band_hi = lo, hi
             self._bands = np.zeros((n_vis, len(edges) - 1))
-            names += [f"{c}.band_{a:g}_{b:g}" for c in self.visible for a, b in zip(edges, edges[1:], strict=False)]
+            names += [f"{c}.band_{a:g}_{b:g}" for c in self.visible for a, b in itertools.pairwise(edges)]
 
         self.use_spectrum = "spectrum" in feats
         if self.use_spectrum:
@@ -687,8 +746,10 @@ class FeatureExtractor:
             index = {c: i for i, c in enumerate(self.visible)}
             triads = [(name, axes) for name, axes in TRIADS.items() if all(a in index for a in axes)]
             if not triads:
-                raise ValueError("feature set 'motion' needs a complete vector triad among the channels: "
-                                 + ", ".join("/".join(a) for a in TRIADS.values()))
+                raise ValueError(
+                    "feature set 'motion' needs a complete vector triad among the channels: "
+                    + ", ".join("/".join(a) for a in TRIADS.values())
+                )
             self._triads = np.array([[index[a] for a in axes] for _, axes in triads], dtype=np.int64)
             self._motion = np.zeros((len(triads), len(MOTION)))
             self._norm = np.zeros(self.window)
@@ -697,13 +758,17 @@ class FeatureExtractor:
         self.use_velocity = "velocity" in feats
         if self.use_velocity:
             if len(velocity_band_hz) != 2 or not 0 < velocity_band_hz[0] < velocity_band_hz[1]:
-                raise ValueError(f"velocity_band_hz must be [low, high] with 0 < low < high, got {list(velocity_band_hz)}")
+                raise ValueError(
+                    f"velocity_band_hz must be [low, high] with 0 < low < high, got {list(velocity_band_hz)}"
+                )
             v_lo, v_hi = float(velocity_band_hz[0]), min(float(velocity_band_hz[1]), nyq)
             k_lo, k_hi = _bins(v_lo, v_hi, self._df)
             k_hi = min(k_hi + (1 if v_hi >= nyq else 0), n_bins)
             if k_lo < 1 or k_hi - k_lo < 2:
-                raise ValueError(f"velocity band {v_lo:g}-{v_hi:g} Hz (clipped to Nyquist) holds fewer than two "
-                                 f"FFT bins of {self._df:.3g} Hz: lengthen the window or widen the band")
+                raise ValueError(
+                    f"velocity band {v_lo:g}-{v_hi:g} Hz (clipped to Nyquist) holds fewer than two "
+                    f"FFT bins of {self._df:.3g} Hz: lengthen the window or widen the band"
+                )
             self._vel_bins = (int(k_lo), int(k_hi))
             self.velocity_band = (v_lo, v_hi)
             self._vel_scale = 1000.0 * ACCEL_UNITS[accel_unit]  # -> mm/s
@@ -723,16 +788,22 @@ class FeatureExtractor:
                     raise ValueError(f"shaft_hz must be in (0, Nyquist = {nyq:g} Hz), got {shaft_hz}")
             else:
                 if shaft_range_hz is None or len(shaft_range_hz) != 2:
-                    raise ValueError("the shaft speed is needed: give shaft hz, or range_hz = [low, high] to "
-                                     "estimate it per window")
+                    raise ValueError(
+                        "the shaft speed is needed: give shaft hz, or range_hz = [low, high] to "
+                        "estimate it per window"
+                    )
                 s_lo, s_hi = float(shaft_range_hz[0]), float(shaft_range_hz[1])
                 if not 0.0 < s_lo < s_hi < nyq:
-                    raise ValueError(f"shaft range_hz must satisfy 0 < low < high < Nyquist ({nyq:g} Hz), "
-                                     f"got {[s_lo, s_hi]}")
+                    raise ValueError(
+                        f"shaft range_hz must satisfy 0 < low < high < Nyquist ({nyq:g} Hz), "
+                        f"got {[s_lo, s_hi]}"
+                    )
                 k_lo, k_hi = max(1, math.floor(s_lo / self._df)), min(n_bins - 2, math.ceil(s_hi / self._df))
                 if k_hi - k_lo < 2:
-                    raise ValueError(f"shaft range_hz {s_lo:g}-{s_hi:g} Hz spans fewer than three FFT bins of "
-                                     f"{self._df:.3g} Hz: lengthen the window or widen the range")
+                    raise ValueError(
+                        f"shaft range_hz {s_lo:g}-{s_hi:g} Hz spans fewer than three FFT bins of "
+                        f"{self._df:.3g} Hz: lengthen the window or widen the range"
+                    )
                 self._shaft_bins = (int(k_lo), int(k_hi))
             self._shaft_now = np.zeros(1)
         if self.use_shaft:
@@ -780,57 +851,89 @@ class FeatureExtractor:
         k = 0
         if "stats" in self.features:
             n = self._stats.size
-            out[k:k + n] = self._stats.ravel()
+            out[k : k + n] = self._stats.ravel()
             k += n
         if self.use_psd:
             self._means[:] = self._stats[:, 0]
-            _power_spectrum(vis, self._means, self._win, self._swaps, self._tw_re, self._tw_im, self._scale,
-                            self._re, self._im, self._psd)
+            _power_spectrum(
+                vis,
+                self._means,
+                self._win,
+                self._swaps,
+                self._tw_re,
+                self._tw_im,
+                self._scale,
+                self._re,
+                self._im,
+                self._psd,
+            )
         if self.use_bands:
             _band_sums(self._psd, self._band_lo, self._band_hi, self.log, self._bands)
             n = self._bands.size
-            out[k:k + n] = self._bands.ravel()
+            out[k : k + n] = self._bands.ravel()
             k += n
         if self.use_spectrum:
             _spectral_shape(self._psd, self._means, self._df, self._amp_scale, self._shape)
             n = self._shape.size
-            out[k:k + n] = self._shape.ravel()
+            out[k : k + n] = self._shape.ravel()
             k += n
         if self.use_motion:
             _motion(vis, self._triads, self._norm, self._motion)
             n = self._motion.size
-            out[k:k + n] = self._motion.ravel()
+            out[k : k + n] = self._motion.ravel()
             k += n
         if self.use_velocity:
-            _velocity_rms(self._psd_raw, self._vel_bins[0], self._vel_bins[1], self._df, self._vel_scale,
-                          self._vel)
-            out[k:k + n_raw] = self._vel
+            _velocity_rms(
+                self._psd_raw, self._vel_bins[0], self._vel_bins[1], self._df, self._vel_scale, self._vel
+            )
+            out[k : k + n_raw] = self._vel
             k += n_raw
         if self.use_shaft or self.use_envelope:
             if self.estimate_shaft:
-                self._shaft_now[0] = _peak_frequency(self._psd_raw, self._shaft_bins[0], self._shaft_bins[1],
-                                                     self._df)
+                self._shaft_now[0] = _peak_frequency(
+                    self._psd_raw, self._shaft_bins[0], self._shaft_bins[1], self._df
+                )
             else:
                 self._shaft_now[0] = self.shaft_hz
         if self.use_shaft:
             np.multiply(self._harm, self._shaft_now[0], out=self._harm_hz)
-            _line_power(self._psd_raw, self._df, self._harm_hz, 1, self.line_tol,
-                        self._min_hw, self.log, self._shaft)
+            _line_power(
+                self._psd_raw, self._df, self._harm_hz, 1, self.line_tol, self._min_hw, self.log, self._shaft
+            )
             n = self._shaft.size
-            out[k:k + n] = self._shaft.ravel()
+            out[k : k + n] = self._shaft.ravel()
             k += n
         if self.estimate_shaft:
             out[k] = self._shaft_now[0]
             k += 1
         if self.use_envelope:
             np.multiply(self._defect_x, self._shaft_now[0], out=self._centers)
-            _envelope_spectrum(win[n_vis:], self._win, self._swaps, self._tw_re, self._tw_im, self._scale,
-                               self._re, self._im, self._env, self._env_mean, self._env_psd)
-            _line_power(self._env_psd, self._df, self._centers, self.harmonics, self.line_tol, self._min_hw,
-                        self.log, self._env_lines)
+            _envelope_spectrum(
+                win[n_vis:],
+                self._win,
+                self._swaps,
+                self._tw_re,
+                self._tw_im,
+                self._scale,
+                self._re,
+                self._im,
+                self._env,
+                self._env_mean,
+                self._env_psd,
+            )
+            _line_power(
+                self._env_psd,
+                self._df,
+                self._centers,
+                self.harmonics,
+                self.line_tol,
+                self._min_hw,
+                self.log,
+                self._env_lines,
+            )
             for c in range(n_raw):
                 out[k] = self._env_mean[c]
-                out[k + 1:k + 1 + len(DEFECTS)] = self._env_lines[c]
+                out[k + 1 : k + 1 + len(DEFECTS)] = self._env_lines[c]
                 k += 1 + len(DEFECTS)
         _finite_or_nan(out)
         return out

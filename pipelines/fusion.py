@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from pipelines.features import ACCEL_UNITS, JIT
+from pipelines.units import STANDARD_GRAVITY
 
 ORIENTATION_OUTPUTS = ("roll", "pitch", "yaw", "lax", "lay", "laz")
 IMU = ("ax", "ay", "az", "gx", "gy", "gz")
@@ -34,8 +35,9 @@ MAG = ("mx", "my", "mz")
 
 
 @njit(**JIT)
-def _initial_quaternion(ax: float, ay: float, az: float, mx: float, my: float, mz: float,
-                        use_mag: bool, q: np.ndarray) -> None:  # pragma: no cover - compiled
+def _initial_quaternion(
+    ax: float, ay: float, az: float, mx: float, my: float, mz: float, use_mag: bool, q: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Orientation from one accelerometer (+ magnetometer) sample: roll and pitch from gravity,
     yaw from the tilt-compensated magnetic field (0 without one)."""
     roll = math.atan2(ay, az)
@@ -57,8 +59,18 @@ def _initial_quaternion(ax: float, ay: float, az: float, mx: float, my: float, m
 
 
 @njit(**JIT)
-def _madgwick(buf: np.ndarray, src: np.ndarray, dst: np.ndarray, a: int, b: int, dt: float, beta: float,
-              gravity: float, q: np.ndarray, started: np.ndarray) -> None:  # pragma: no cover - compiled
+def _madgwick(
+    buf: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    a: int,
+    b: int,
+    dt: float,
+    beta: float,
+    gravity: float,
+    q: np.ndarray,
+    started: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Madgwick's filter over columns ``[a, b)`` of ``buf`` (rows x samples).
 
     ``src`` holds the rows of ax, ay, az, gx, gy, gz (and mx, my, mz when it has 9 entries);
@@ -108,23 +120,42 @@ def _madgwick(buf: np.ndarray, src: np.ndarray, dst: np.ndarray, a: int, b: int,
             if mag_ok:
                 vx, vy, vz = mx / mn, my / mn, mz / mn
                 # the field in the earth frame, h = R(q) v, defines the reference b = (|h_xy|, 0, h_z)
-                hx = (1.0 - 2.0 * (q2 * q2 + q3 * q3)) * vx + 2.0 * (q1 * q2 - q0 * q3) * vy \
+                hx = (
+                    (1.0 - 2.0 * (q2 * q2 + q3 * q3)) * vx
+                    + 2.0 * (q1 * q2 - q0 * q3) * vy
                     + 2.0 * (q1 * q3 + q0 * q2) * vz
-                hy = 2.0 * (q1 * q2 + q0 * q3) * vx + (1.0 - 2.0 * (q1 * q1 + q3 * q3)) * vy \
+                )
+                hy = (
+                    2.0 * (q1 * q2 + q0 * q3) * vx
+                    + (1.0 - 2.0 * (q1 * q1 + q3 * q3)) * vy
                     + 2.0 * (q2 * q3 - q0 * q1) * vz
-                hz = 2.0 * (q1 * q3 - q0 * q2) * vx + 2.0 * (q2 * q3 + q0 * q1) * vy \
+                )
+                hz = (
+                    2.0 * (q1 * q3 - q0 * q2) * vx
+                    + 2.0 * (q2 * q3 + q0 * q1) * vy
                     + (1.0 - 2.0 * (q1 * q1 + q2 * q2)) * vz
+                )
                 bx = math.sqrt(hx * hx + hy * hy)
                 bz = hz
                 ex = bx * (1.0 - 2.0 * (q2 * q2 + q3 * q3)) + 2.0 * bz * (q1 * q3 - q0 * q2) - vx
                 ey = 2.0 * bx * (q1 * q2 - q0 * q3) + 2.0 * bz * (q0 * q1 + q2 * q3) - vy
                 ez = 2.0 * bx * (q0 * q2 + q1 * q3) + bz * (1.0 - 2.0 * (q1 * q1 + q2 * q2)) - vz
                 s0 += -2.0 * bz * q2 * ex + (-2.0 * bx * q3 + 2.0 * bz * q1) * ey + 2.0 * bx * q2 * ez
-                s1 += 2.0 * bz * q3 * ex + (2.0 * bx * q2 + 2.0 * bz * q0) * ey + (2.0 * bx * q3 - 4.0 * bz * q1) * ez
-                s2 += (-4.0 * bx * q2 - 2.0 * bz * q0) * ex + (2.0 * bx * q1 + 2.0 * bz * q3) * ey \
+                s1 += (
+                    2.0 * bz * q3 * ex
+                    + (2.0 * bx * q2 + 2.0 * bz * q0) * ey
+                    + (2.0 * bx * q3 - 4.0 * bz * q1) * ez
+                )
+                s2 += (
+                    (-4.0 * bx * q2 - 2.0 * bz * q0) * ex
+                    + (2.0 * bx * q1 + 2.0 * bz * q3) * ey
                     + (2.0 * bx * q0 - 4.0 * bz * q2) * ez
-                s3 += (-4.0 * bx * q3 + 2.0 * bz * q1) * ex + (-2.0 * bx * q0 + 2.0 * bz * q2) * ey \
+                )
+                s3 += (
+                    (-4.0 * bx * q3 + 2.0 * bz * q1) * ex
+                    + (-2.0 * bx * q0 + 2.0 * bz * q2) * ey
                     + 2.0 * bx * q1 * ez
+                )
             sn = math.sqrt(s0 * s0 + s1 * s1 + s2 * s2 + s3 * s3)
             if sn > 0.0:
                 d0 -= beta * s0 / sn
@@ -156,8 +187,17 @@ def _madgwick(buf: np.ndarray, src: np.ndarray, dst: np.ndarray, a: int, b: int,
 
 
 @njit(**JIT)
-def _sos_filter(buf: np.ndarray, src: np.ndarray, dst: np.ndarray, a: int, b: int, sos: np.ndarray,
-                zi_unit: np.ndarray, zi: np.ndarray, started: np.ndarray) -> None:  # pragma: no cover - compiled
+def _sos_filter(
+    buf: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    a: int,
+    b: int,
+    sos: np.ndarray,
+    zi_unit: np.ndarray,
+    zi: np.ndarray,
+    started: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Cascaded biquads (``scipy.signal.sosfilt``, transposed direct form II) from rows ``src``
     to rows ``dst`` of ``buf`` over columns ``[a, b)``. ``zi`` (rows, sections, 2) is the state;
     a row not yet ``started`` begins in the steady state for its first sample
@@ -189,8 +229,15 @@ class Orientation:
     outputs it writes to ring rows.
     """
 
-    def __init__(self, rows: dict[str, int], outputs: Sequence[str], rate_hz: float, beta: float = 0.1,
-                 accel_unit: str = "m/s2", use_mag: bool = False) -> None:
+    def __init__(
+        self,
+        rows: dict[str, int],
+        outputs: Sequence[str],
+        rate_hz: float,
+        beta: float = 0.1,
+        accel_unit: str = "m/s2",
+        use_mag: bool = False,
+    ) -> None:
         if beta <= 0 or rate_hz <= 0:
             raise ValueError("beta and rate_hz must be > 0")
         bad = [o for o in outputs if o not in ORIENTATION_OUTPUTS]
@@ -200,10 +247,12 @@ class Orientation:
             raise ValueError("yaw needs a magnetometer (channels mx, my, mz): without one it drifts")
         inputs = IMU + (MAG if use_mag else ())
         self._src = np.array([rows[c] for c in inputs], dtype=np.int64)
-        self._dst = np.array([rows.get(o, -1) if o in outputs else -1 for o in ORIENTATION_OUTPUTS], dtype=np.int64)
+        self._dst = np.array(
+            [rows.get(o, -1) if o in outputs else -1 for o in ORIENTATION_OUTPUTS], dtype=np.int64
+        )
         self.dt = 1.0 / rate_hz
         self.beta = float(beta)
-        self.gravity = 9.80665 / ACCEL_UNITS[accel_unit]  # in the accelerometer's unit
+        self.gravity = STANDARD_GRAVITY / ACCEL_UNITS[accel_unit]  # in the accelerometer's unit
         self.q = np.array([1.0, 0.0, 0.0, 0.0])
         self._started = np.zeros(1, dtype=np.int64)
 
@@ -222,8 +271,9 @@ class BandPass:
     per-sample filtering is ours).
     """
 
-    def __init__(self, src: Sequence[int], dst: Sequence[int], rate_hz: float, band_hz: Sequence[float],
-                 order: int = 4) -> None:
+    def __init__(
+        self, src: Sequence[int], dst: Sequence[int], rate_hz: float, band_hz: Sequence[float], order: int = 4
+    ) -> None:
         from scipy.signal import butter, sosfilt_zi
 
         lo, hi = float(band_hz[0]), float(band_hz[1])

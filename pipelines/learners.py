@@ -14,7 +14,18 @@ from collections import Counter, deque
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from river import anomaly, drift, forest, linear_model, naive_bayes, neighbors, optim, preprocessing, stats, tree
+from river import (
+    anomaly,
+    drift,
+    forest,
+    linear_model,
+    naive_bayes,
+    neighbors,
+    optim,
+    preprocessing,
+    stats,
+    tree,
+)
 
 from pipelines.evaluation import Prequential
 
@@ -75,7 +86,12 @@ class KNNParams(_Params):
 
 
 ClassifierParams = Annotated[
-    HoeffdingTreeParams | HoeffdingAdaptiveTreeParams | ARFParams | LogisticParams | GaussianNBParams | KNNParams,
+    HoeffdingTreeParams
+    | HoeffdingAdaptiveTreeParams
+    | ARFParams
+    | LogisticParams
+    | GaussianNBParams
+    | KNNParams,
     Field(discriminator="model"),
 ]
 
@@ -109,23 +125,43 @@ def build_classifier(p: Any) -> Any:
     # which windows never reach): check often enough that max_size_mb is a real bound.
     if isinstance(p, HoeffdingAdaptiveTreeParams):
         return tree.HoeffdingAdaptiveTreeClassifier(
-            grace_period=p.grace_period, delta=p.delta, max_depth=p.max_depth,
-            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb, seed=p.seed,
-            memory_estimate_period=MEMORY_CHECK_EVERY)
+            grace_period=p.grace_period,
+            delta=p.delta,
+            max_depth=p.max_depth,
+            leaf_prediction=p.leaf_prediction,
+            max_size=p.max_size_mb,
+            seed=p.seed,
+            memory_estimate_period=MEMORY_CHECK_EVERY,
+        )
     if isinstance(p, HoeffdingTreeParams):
         return tree.HoeffdingTreeClassifier(
-            grace_period=p.grace_period, delta=p.delta, max_depth=p.max_depth,
-            leaf_prediction=p.leaf_prediction, max_size=p.max_size_mb, memory_estimate_period=MEMORY_CHECK_EVERY)
+            grace_period=p.grace_period,
+            delta=p.delta,
+            max_depth=p.max_depth,
+            leaf_prediction=p.leaf_prediction,
+            max_size=p.max_size_mb,
+            memory_estimate_period=MEMORY_CHECK_EVERY,
+        )
     if isinstance(p, ARFParams):
-        return forest.ARFClassifier(n_models=p.n_models, grace_period=p.grace_period, max_depth=p.max_depth,
-                                    max_size=p.max_size_mb, seed=p.seed, memory_estimate_period=MEMORY_CHECK_EVERY)
+        return forest.ARFClassifier(
+            n_models=p.n_models,
+            grace_period=p.grace_period,
+            max_depth=p.max_depth,
+            max_size=p.max_size_mb,
+            seed=p.seed,
+            memory_estimate_period=MEMORY_CHECK_EVERY,
+        )
     if isinstance(p, LogisticParams):
-        return preprocessing.StandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(p.lr), l2=p.l2)
+        return preprocessing.StandardScaler() | linear_model.SoftmaxRegression(
+            optimizer=optim.SGD(p.lr), l2=p.l2
+        )
     if isinstance(p, GaussianNBParams):
         return naive_bayes.GaussianNB()
     if isinstance(p, KNNParams):
         engine = neighbors.LazySearch(window_size=p.window_size)
-        return preprocessing.StandardScaler() | neighbors.KNNClassifier(n_neighbors=p.n_neighbors, engine=engine)
+        return preprocessing.StandardScaler() | neighbors.KNNClassifier(
+            n_neighbors=p.n_neighbors, engine=engine
+        )
     raise TypeError(f"not an allow-listed classifier: {p!r}")
 
 
@@ -133,7 +169,8 @@ def build_detector(p: Any) -> Any:
     """River anomaly detector for validated parameters ``p``."""
     if isinstance(p, HalfSpaceTreesParams):
         return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
-            n_trees=p.n_trees, height=p.height, window_size=p.window_size, seed=p.seed)
+            n_trees=p.n_trees, height=p.height, window_size=p.window_size, seed=p.seed
+        )
     raise TypeError(f"not an allow-listed anomaly detector: {p!r}")
 
 
@@ -181,8 +218,15 @@ class TaskModel:
     ``pop_events()`` hands new ones to the service for alerts.
     """
 
-    def __init__(self, task: str, classifier: Any, detector: Any | None = None,
-                 recent: int = 200, fingerprint: str = "", lifecycle: LifecycleParams | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        classifier: Any,
+        detector: Any | None = None,
+        recent: int = 200,
+        fingerprint: str = "",
+        lifecycle: LifecycleParams | None = None,
+    ) -> None:
         self.task = task
         self.classifier_params = classifier
         self.detector_params = detector
@@ -203,8 +247,11 @@ class TaskModel:
         self.events: list[dict[str, Any]] = []
         self._new_events: list[dict[str, Any]] = []
         self._drift = build_drift_detector(self.lifecycle)
-        self._score_drift = (build_drift_detector(self.lifecycle)
-                             if detector is not None and self.lifecycle.anomaly_drift else None)
+        self._score_drift = (
+            build_drift_detector(self.lifecycle)
+            if detector is not None and self.lifecycle.anomaly_drift
+            else None
+        )
         self.challenger: Any | None = None
         self.challenger_params: Any | None = None
         self._champ_hits: deque[bool] = deque(maxlen=self.lifecycle.window)
@@ -279,8 +326,12 @@ class TaskModel:
             self._score_drift.update(1.0 if above else 0.0)
             after = getattr(self._score_drift, "estimation", None)
             if self._score_drift.drift_detected and (before is None or after is None or after > before):
-                self.record("drift", stream="anomaly_rate", n_scored=self.n_scored,
-                            alarm_rate=round(after, 4) if after is not None else None)
+                self.record(
+                    "drift",
+                    stream="anomaly_rate",
+                    n_scored=self.n_scored,
+                    alarm_rate=round(after, 4) if after is not None else None,
+                )
         return s, alarm
 
     # -- learning ---------------------------------------------------------------------------------
@@ -308,8 +359,12 @@ class TaskModel:
 
     def _on_drift(self) -> None:
         reaction = self.lifecycle.reaction
-        self.record("drift", stream="error", reaction=reaction,
-                    recent_accuracy=round(self.evaluation.report()["recent"]["accuracy"], 4))
+        self.record(
+            "drift",
+            stream="error",
+            reaction=reaction,
+            recent_accuracy=round(self.evaluation.report()["recent"]["accuracy"], 4),
+        )
         if reaction == "challenger":
             self._start_challenger("drift")
         elif reaction == "reset":
@@ -328,9 +383,12 @@ class TaskModel:
         if self.challenger is None:
             return None
         n = len(self._chall_hits)
-        return {"model": self.challenger_params.model, "windows": n,
-                "champion_accuracy": sum(self._champ_hits) / n if n else 0.0,
-                "challenger_accuracy": sum(self._chall_hits) / n if n else 0.0}
+        return {
+            "model": self.challenger_params.model,
+            "windows": n,
+            "champion_accuracy": sum(self._champ_hits) / n if n else 0.0,
+            "challenger_accuracy": sum(self._chall_hits) / n if n else 0.0,
+        }
 
     def _maybe_promote(self) -> None:
         n = len(self._chall_hits)
@@ -343,8 +401,14 @@ class TaskModel:
         old = self.version
         self.classifier, self.classifier_params = self.challenger, self.challenger_params
         self.challenger = None
-        self.new_version("promotion", replaced=old, windows=n, champion_accuracy=round(champ, 4),
-                         challenger_accuracy=round(chall, 4), model=self.classifier_params.model)
+        self.new_version(
+            "promotion",
+            replaced=old,
+            windows=n,
+            champion_accuracy=round(champ, 4),
+            challenger_accuracy=round(chall, 4),
+            model=self.classifier_params.model,
+        )
         if self.lifecycle.challenger is not None:
             self._start_challenger("configured")
 
@@ -388,8 +452,11 @@ def _leaf_gaussians(est: Any) -> dict[str, dict[str, Any]]:
     root = getattr(est, "_root", None)
     splitters = getattr(root, "splitters", None)
     if isinstance(splitters, dict):
-        return {f: sp._att_dist_per_class for f, sp in splitters.items()  # noqa: SLF001
-                if isinstance(getattr(sp, "_att_dist_per_class", None), dict)}
+        return {
+            f: sp._att_dist_per_class
+            for f, sp in splitters.items()
+            if isinstance(getattr(sp, "_att_dist_per_class", None), dict)
+        }
     return {}
 
 
@@ -397,7 +464,7 @@ def _separation(gaussians: dict[str, dict[str, Any]], top: int) -> dict[str, flo
     """Fisher ratio per feature: variance of the class means over the mean class variance."""
     out: dict[str, float] = {}
     for feature, per_class in gaussians.items():
-        stats_ = [(g.n_samples, g.mu, g.sigma ** 2) for g in per_class.values() if g.n_samples > 1]
+        stats_ = [(g.n_samples, g.mu, g.sigma**2) for g in per_class.values() if g.n_samples > 1]
         n = sum(c for c, _, _ in stats_)
         if len(stats_) < 2 or n == 0:
             continue
@@ -413,20 +480,28 @@ def explain(model: Any, top: int = 10) -> dict[str, Any]:
     """Feature reliance of an allow-listed classifier (see :meth:`TaskModel.reliance`)."""
     est = _unwrap(model)
     splits: Counter[str] = Counter()
-    if hasattr(est, "_root") and getattr(est._root, "children", None):  # noqa: SLF001
-        _count_splits(est._root, splits)  # noqa: SLF001 - river keeps the tree here
+    if hasattr(est, "_root") and getattr(est._root, "children", None):
+        _count_splits(est._root, splits)
         # inactive leaves: the tree hit max_size_mb and stopped growing there (river's bound)
-        return {"kind": "split_counts", "features": dict(splits.most_common(top)), "nodes": est.n_nodes,
-                "depth": est.height, "active_leaves": int(getattr(est, "_n_active_leaves", 0)),
-                "inactive_leaves": int(getattr(est, "_n_inactive_leaves", 0))}
+        return {
+            "kind": "split_counts",
+            "features": dict(splits.most_common(top)),
+            "nodes": est.n_nodes,
+            "depth": est.height,
+            "active_leaves": int(getattr(est, "_n_active_leaves", 0)),
+            "inactive_leaves": int(getattr(est, "_n_inactive_leaves", 0)),
+        }
     if hasattr(est, "models") and est.models and hasattr(est.models[0], "_root"):
         for m in est.models:
-            _count_splits(m._root, splits)  # noqa: SLF001
+            _count_splits(m._root, splits)
         return {"kind": "split_counts", "features": dict(splits.most_common(top)), "trees": len(est.models)}
     gaussians = _leaf_gaussians(est)
     if gaussians:
-        return {"kind": "class_separation", "features": _separation(gaussians, top),
-                "note": "one naive-Bayes leaf: between-class / within-class variance of each feature"}
+        return {
+            "kind": "class_separation",
+            "features": _separation(gaussians, top),
+            "note": "one naive-Bayes leaf: between-class / within-class variance of each feature",
+        }
     weights = getattr(est, "weights", None)
     if isinstance(weights, dict) and weights and all(isinstance(v, dict) for v in weights.values()):
         agg: Counter[str] = Counter()

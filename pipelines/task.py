@@ -38,7 +38,7 @@ class _Slope:
     """Rate of change of a slow channel at window ends: the difference to the newest value at
     least ``horizon_s`` older (or the oldest kept), per second; NaN until there are two times."""
 
-    __slots__ = ("horizon_s", "hist")
+    __slots__ = ("hist", "horizon_s")
 
     def __init__(self, horizon_s: float) -> None:
         self.horizon_s = horizon_s
@@ -101,8 +101,16 @@ class LabelStats:
 class TaskPipeline:
     """Windows, features and the model of one task."""
 
-    def __init__(self, name: str, model: TaskModel, extractor: FeatureExtractor, windower: Windower,
-                 context: Sequence[str] = (), horizon_s: float = 600.0, context_rate_s: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: TaskModel,
+        extractor: FeatureExtractor,
+        windower: Windower,
+        context: Sequence[str] = (),
+        horizon_s: float = 600.0,
+        context_rate_s: float | None = None,
+    ) -> None:
         self.name = name
         self.model = model
         self.extractor = extractor
@@ -114,8 +122,11 @@ class TaskPipeline:
             raise ValueError("the windower needs a row per channel, per derived row and per context channel")
         self.horizon_s = horizon_s
         self._slopes = [_Slope(context_rate_s) for _ in self.context] if context_rate_s else []
-        self.names: tuple[str, ...] = (extractor.names + tuple(f"ctx.{c}" for c in self.context)
-                                       + tuple(f"ctx.{c}.rate" for c in self.context if self._slopes))
+        self.names: tuple[str, ...] = (
+            extractor.names
+            + tuple(f"ctx.{c}" for c in self.context)
+            + tuple(f"ctx.{c}.rate" for c in self.context if self._slopes)
+        )
         self._vec = np.zeros(len(self.names))
         self._bindings: dict[tuple[str, ...], list[int] | None] = {}
         self.pending: deque[Record] = deque()
@@ -135,8 +146,11 @@ class TaskPipeline:
         if cols is None and channels not in self._bindings:
             index = {c: i for i, c in enumerate(channels)}
             if all(c in index for c in self.channels):
-                cols = ([index[c] for c in self.channels] + [DERIVED] * (self._rows - len(self.channels))
-                        + [index.get(c, -1) for c in self.context])
+                cols = (
+                    [index[c] for c in self.channels]
+                    + [DERIVED] * (self._rows - len(self.channels))
+                    + [index.get(c, -1) for c in self.context]
+                )
             self._bindings[channels] = cols
         return cols
 
@@ -167,8 +181,15 @@ class TaskPipeline:
     def _as_dict(self, vec: np.ndarray) -> dict[str, float]:
         return {n: v for n, v in zip(self.names, vec.tolist(), strict=True) if v == v}  # v == v drops NaN
 
-    def process(self, t: np.ndarray, x: np.ndarray, cols: list[int], label_codes: np.ndarray | None,
-                wall: Callable[[float], float], latest: dict[str, float]) -> list[Prediction]:
+    def process(
+        self,
+        t: np.ndarray,
+        x: np.ndarray,
+        cols: list[int],
+        label_codes: np.ndarray | None,
+        wall: Callable[[float], float],
+        latest: dict[str, float],
+    ) -> list[Prediction]:
         """Feed one block (already sanitised; ``cols`` from :meth:`bind`); returns a prediction
         per completed window."""
         out: list[Prediction] = []
@@ -180,7 +201,9 @@ class TaskPipeline:
             anomaly = model.score(feats) if model.detector is not None else None
             ts_end = wall(win.t_end)
             rec = Record(win.t_end, wall(win.t_start), ts_end, self._vec.copy(), label)
-            out.append(Prediction(ts_end, rec.ts_start, label, scores, anomaly, model.version, model.n_learned))
+            out.append(
+                Prediction(ts_end, rec.ts_start, label, scores, anomaly, model.version, model.n_learned)
+            )
             if win.label >= 0:
                 self._learn(rec, self.vocab[win.label], feats)
             else:
@@ -201,7 +224,11 @@ class TaskPipeline:
 
     def _apply_open_labels(self, rec: Record, feats: dict[str, float]) -> None:
         for ol in self.open_labels:
-            hit = (ol.lo >= rec.ts_start and ol.lo <= rec.ts_end) if ol.point else (ol.lo <= rec.ts_end <= ol.hi)
+            hit = (
+                (ol.lo >= rec.ts_start and ol.lo <= rec.ts_end)
+                if ol.point
+                else (ol.lo <= rec.ts_end <= ol.hi)
+            )
             if hit:
                 self._learn(rec, ol.label, feats)
                 return
@@ -214,7 +241,8 @@ class TaskPipeline:
                 self.labels.counts["windows_expired_unlabelled"] += 1
         newest = self.pending[-1].ts_end if self.pending else -math.inf
         while self.open_labels and (
-            self.open_labels[0].t_added < limit or (not self.open_labels[0].point and self.open_labels[0].hi < newest)
+            self.open_labels[0].t_added < limit
+            or (not self.open_labels[0].point and self.open_labels[0].hi < newest)
         ):
             self.open_labels.popleft()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-
 from typing import Protocol
 
 import numpy as np
@@ -55,8 +54,9 @@ class Windower:
     [(4.0, 7.0), (6.0, 9.0), (8.0, 11.0), (10.0, 13.0)]
     """
 
-    def __init__(self, rows: int, window: int, hop: int, capacity: int | None = None,
-                 derive: Derive | None = None) -> None:
+    def __init__(
+        self, rows: int, window: int, hop: int, capacity: int | None = None, derive: Derive | None = None
+    ) -> None:
         if window < 1 or hop < 1 or hop > window:
             raise ValueError(f"need 1 <= hop <= window, got window={window} hop={hop}")
         self.rows = rows
@@ -87,8 +87,10 @@ class Windower:
                 raise ValueError(f"{len(cols)} columns for {self.rows} rows")
             n_derived = cols.count(DERIVED)
             if n_derived != (self.derive.rows if self.derive is not None else 0):
-                raise ValueError(f"{n_derived} derived rows, but the derive hook writes "
-                                 f"{self.derive.rows if self.derive is not None else 0}")
+                raise ValueError(
+                    f"{n_derived} derived rows, but the derive hook writes "
+                    f"{self.derive.rows if self.derive is not None else 0}"
+                )
             runs: list[tuple[int, int, int]] = []
             r = 0
             while r < len(cols):
@@ -109,14 +111,15 @@ class Windower:
         if keep <= 0:
             return
         n = self._n - keep
-        self._buf[:, :n] = self._buf[:, keep:self._n]
-        self._t[:n] = self._t[keep:self._n]
-        self._lab[:n] = self._lab[keep:self._n]
+        self._buf[:, :n] = self._buf[:, keep : self._n]
+        self._t[:n] = self._t[keep : self._n]
+        self._lab[:n] = self._lab[keep : self._n]
         self._n = n
         self._next_end -= keep
 
-    def push(self, t: np.ndarray, x: np.ndarray, cols: list[int],
-             labels: np.ndarray | None = None) -> Iterator[Window]:
+    def push(
+        self, t: np.ndarray, x: np.ndarray, cols: list[int], labels: np.ndarray | None = None
+    ) -> Iterator[Window]:
         """Append samples ``t`` (n,) and, as rows, the columns ``cols`` of ``x`` (n, any) (a column
         of ``-1`` gives a row of NaN, :data:`DERIVED` a row the derive hook writes), with
         optional label codes (n,); yield every window that completes."""
@@ -130,17 +133,19 @@ class Windower:
             m = min(cap - self._n, n - i)
             a, b = self._n, self._n + m
             for r, c, length in runs:
-                self._buf[r:r + length, a:b] = x[i:i + m, c:c + length].T
+                self._buf[r : r + length, a:b] = x[i : i + m, c : c + length].T
             for r in nan_rows:
                 self._buf[r, a:b] = np.nan
             if self.derive is not None:
                 self.derive(self._buf, a, b)
-            self._t[a:b] = t[i:i + m]
-            self._lab[a:b] = -1 if labels is None else labels[i:i + m]
+            self._t[a:b] = t[i : i + m]
+            self._lab[a:b] = -1 if labels is None else labels[i : i + m]
             self._n = b
             i += m
             while self._next_end <= self._n:
                 e = self._next_end
                 s = e - self.window
-                yield Window(self._buf[:, s:e], float(self._t[s]), float(self._t[e - 1]), int(self._lab[e - 1]))
+                yield Window(
+                    self._buf[:, s:e], float(self._t[s]), float(self._t[e - 1]), int(self._lab[e - 1])
+                )
                 self._next_end += self.hop

@@ -68,8 +68,12 @@ def main() -> int:
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"port": port}),
-                                 "state": cfg.state.model_copy(update={"dir": str(work / "state")})})
+    cfg = cfg.model_copy(
+        update={
+            "mqtt": cfg.mqtt.model_copy(update={"port": port}),
+            "state": cfg.state.model_copy(update={"dir": str(work / "state")}),
+        }
+    )
     state = work / "state"
     state.mkdir()
     key = load_key(state, None)
@@ -77,9 +81,13 @@ def main() -> int:
     spool = open_spool(cfg, state)
     seq = SpoolSeq(spool, state / "seq.json")
     t0_wall = time.time()
-    publisher = Publisher(cfg.mqtt, cfg.device.id, lambda s: {"schema": "edged.status.v1", "state": s,
-                                                              "version": "soak", "device": cfg.device.id},
-                          lambda task, payload: None, spool)
+    publisher = Publisher(
+        cfg.mqtt,
+        cfg.device.id,
+        lambda s: {"schema": "edged.status.v1", "state": s, "version": "soak", "device": cfg.device.id},
+        lambda task, payload: None,
+        spool,
+    )
     time.sleep(0.3)
     publisher.start()
     engine = build_engine(cfg, publisher, seq, wall=lambda t: t0_wall + t)
@@ -110,7 +118,9 @@ def main() -> int:
             engine.on_label(task, payload, t, "simulator")
         if t >= next_summary:
             next_summary += 60.0
-            publisher.send("summary", policy.apply(engine.summary(t0_wall + t, {"mqtt": publisher.stats()})), "summary")
+            publisher.send(
+                "summary", policy.apply(engine.summary(t0_wall + t, {"mqtt": publisher.stats()})), "summary"
+            )
         if t >= next_ckpt:
             next_ckpt += 300.0
             for name, task in engine.tasks.items():
@@ -120,10 +130,13 @@ def main() -> int:
             samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started, model_mb()))
             if not args.json:
                 st = spool.stats()
-                print(f"sim {t / 3600:5.1f} h  rss {samples[-1][1]:7.1f} MB  models {samples[-1][3]:6.2f} MB  "
-                      f"wall {samples[-1][2]:6.0f} s  "
-                      f"spool queued {st['queued']:6d}  sent {sum(st['sent'].values()):8d}  "
-                      f"dropped {st['dropped']}", flush=True)
+                print(
+                    f"sim {t / 3600:5.1f} h  rss {samples[-1][1]:7.1f} MB  models {samples[-1][3]:6.2f} MB  "
+                    f"wall {samples[-1][2]:6.0f} s  "
+                    f"spool queued {st['queued']:6d}  sent {sum(st['sent'].values()):8d}  "
+                    f"dropped {st['dropped']}",
+                    flush=True,
+                )
     samples.append((t / 3600.0, rss_mb(), time.perf_counter() - started, model_mb()))
     deadline = time.monotonic() + 60
     while len(spool) and time.monotonic() < deadline:
@@ -135,12 +148,20 @@ def main() -> int:
     warm = min(samples, key=lambda s: abs(s[0] - args.warmup))
     end = samples[-1]
     result = {
-        "simulated_hours": round(t / 3600.0, 2), "wall_s": round(end[2], 1), "samples": n_samples,
-        "speedup": round(t / end[2], 1), "rss_mb_at_warmup": round(warm[1], 1), "rss_mb_at_end": round(end[1], 1),
-        "rss_growth_pct": round(100.0 * (end[1] - warm[1]) / warm[1], 2), "warmup_hours": warm[0],
+        "simulated_hours": round(t / 3600.0, 2),
+        "wall_s": round(end[2], 1),
+        "samples": n_samples,
+        "speedup": round(t / end[2], 1),
+        "rss_mb_at_warmup": round(warm[1], 1),
+        "rss_mb_at_end": round(end[1], 1),
+        "rss_growth_pct": round(100.0 * (end[1] - warm[1]) / warm[1], 2),
+        "warmup_hours": warm[0],
         # what the models themselves grew by (river's own estimate, capped by max_size_mb): learning, not a leak
-        "model_mb_at_warmup": round(warm[3], 2), "model_mb_at_end": round(end[3], 2),
-        "rss_growth_pct_excluding_models": round(100.0 * ((end[1] - warm[1]) - (end[3] - warm[3])) / warm[1], 2),
+        "model_mb_at_warmup": round(warm[3], 2),
+        "model_mb_at_end": round(end[3], 2),
+        "rss_growth_pct_excluding_models": round(
+            100.0 * ((end[1] - warm[1]) - (end[3] - warm[3])) / warm[1], 2
+        ),
         "predictions": {n: engine.seq.peek(n) for n in engine.tasks},
         "model_bytes": {n: task.model.size_bytes() for n, task in engine.tasks.items()},
         "n_learned": {n: task.model.n_learned for n, task in engine.tasks.items()},

@@ -56,8 +56,11 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "ab"))  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),  # noqa: SIM115 - the broker process keeps the file
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -81,7 +84,9 @@ class Broker:
 
 
 def _mosquitto_or_skip() -> str:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if exe is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("mosquitto is not installed, and under CI=true a missing broker is a failure")
@@ -96,8 +101,10 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     os.environ["PATH"] = f"{Path(exe).parent}:{os.environ.get('PATH', '')}"
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n"
+    )
     b = Broker(conf, port, tmp_path / "mosquitto.log")
     b.start()
     yield b
@@ -110,8 +117,12 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs mounted for this test (needs root/CAP_SYS_ADMIN): ENOSPC for real, not simulated."""
     mnt = tmp_path / "smallfs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"cannot mount a tmpfs for the disk-full test: {res.stderr.strip()}")
@@ -154,7 +165,9 @@ class Recorder:
 
     def __post_init__(self) -> None:
         cid = self.client_id or f"rec-{os.getpid()}-{id(self)}"
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not self.persistent)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not self.persistent
+        )
         if self.ca is not None:
             self.client.tls_set(ca_certs=str(self.ca))
         if self.username is not None:
@@ -259,9 +272,13 @@ class Service:
 
     def start(self) -> None:
         assert self.log_path is not None
-        self.proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "-c", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),  # noqa: SIM115
-                                     env=self.env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),  # noqa: SIM115
+            env=self.env,
+            cwd=REPO,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None

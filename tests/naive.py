@@ -8,6 +8,7 @@ The tests compare :class:`pipelines.features.FeatureExtractor` with :class:`Naiv
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -51,7 +52,9 @@ def time_stats(x: np.ndarray) -> np.ndarray:
 
 
 def band_masks(freqs: np.ndarray, edges: Sequence[float], nyq: float) -> list[np.ndarray]:
-    return [(freqs >= lo) & ((freqs < hi) | ((hi >= nyq) & (freqs <= hi))) for lo, hi in zip(edges, edges[1:], strict=False)]
+    return [
+        (freqs >= lo) & ((freqs < hi) | ((hi >= nyq) & (freqs <= hi))) for lo, hi in itertools.pairwise(edges)
+    ]
 
 
 def spectrum(pw: np.ndarray, means: np.ndarray, df: float, amp_scale: float) -> np.ndarray:
@@ -64,8 +67,12 @@ def spectrum(pw: np.ndarray, means: np.ndarray, df: float, amp_scale: float) -> 
     for c in range(pw.shape[0]):
         if total[c] <= 1e-24 * means[c] ** 2 or total[c] <= 0:
             continue
-        out[c] = (freqs[k[c]], amp_scale * np.sqrt(body[c, k[c]]), np.sum(freqs * body[c]) / total[c],
-                  scipy.stats.entropy(body[c]) / np.log(body.shape[1]))
+        out[c] = (
+            freqs[k[c]],
+            amp_scale * np.sqrt(body[c, k[c]]),
+            np.sum(freqs * body[c]) / total[c],
+            scipy.stats.entropy(body[c]) / np.log(body.shape[1]),
+        )
     return out
 
 
@@ -78,12 +85,23 @@ def motion(x3: np.ndarray) -> np.ndarray:
         for i, j in ((0, 1), (0, 2), (1, 2)):
             if stds[i] > 0 and stds[j] > 0:
                 corr[i, j] = np.corrcoef(x3[i], x3[j])[0, 1]
-    return np.array([np.mean(np.abs(x3).sum(axis=0)), norm.mean(), norm.std(), norm.min(), norm.max(),
-                     corr[0, 1], corr[0, 2], corr[1, 2]])
+    return np.array(
+        [
+            np.mean(np.abs(x3).sum(axis=0)),
+            norm.mean(),
+            norm.std(),
+            norm.min(),
+            norm.max(),
+            corr[0, 1],
+            corr[0, 2],
+            corr[1, 2],
+        ]
+    )
 
 
-def line_power(pw: np.ndarray, df: float, centers: Sequence[float], harmonics: int, rel_tol: float,
-               min_hw: float) -> np.ndarray:
+def line_power(
+    pw: np.ndarray, df: float, centers: Sequence[float], harmonics: int, rel_tol: float, min_hw: float
+) -> np.ndarray:
     """(C, M) power in bins within +-hw of each line's harmonics (DC excluded)."""
     freqs = np.arange(pw.shape[1]) * df
     out = np.zeros((pw.shape[0], len(centers)))
@@ -101,8 +119,8 @@ def peak_frequency(pw: np.ndarray, df: float, lo_hz: float, hi_hz: float) -> flo
     total = pw.sum(axis=0)
     k_lo = max(1, math.floor(lo_hz / df))
     k_hi = min(len(total) - 2, math.ceil(hi_hz / df))
-    k = k_lo + int(np.argmax(total[k_lo:k_hi + 1]))
-    a, b, c = np.log(total[k - 1:k + 2])
+    k = k_lo + int(np.argmax(total[k_lo : k_hi + 1]))
+    a, b, c = np.log(total[k - 1 : k + 2])
     den = a - 2 * b + c
     return (k + (0.5 * (a - c) / den if den < 0 else 0.0)) * df
 
@@ -115,18 +133,34 @@ def envelope(xb: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 
 def defect_multiples(balls: int, d: float, pitch: float, angle_deg: float = 0.0) -> dict[str, float]:
     r = d / pitch * math.cos(math.radians(angle_deg))
-    return {"bpfo": balls / 2 * (1 - r), "bpfi": balls / 2 * (1 + r), "bsf": pitch / (2 * d) * (1 - r * r),
-            "ftf": 0.5 * (1 - r)}
+    return {
+        "bpfo": balls / 2 * (1 - r),
+        "bpfi": balls / 2 * (1 + r),
+        "bsf": pitch / (2 * d) * (1 - r * r),
+        "ftf": 0.5 * (1 - r),
+    }
 
 
 class NaiveFeatures:
     """The same features as :class:`~pipelines.features.FeatureExtractor`, in numpy/scipy, by name."""
 
-    def __init__(self, channels: Sequence[str], rate_hz: float, window: int, features: Sequence[str],
-                 bands_hz: Sequence[float] = (), log_bands: bool = True, derived: Sequence[str] = (),
-                 accel_unit: str = "m/s2", velocity_band_hz: Sequence[float] = (10.0, 1000.0),
-                 shaft_hz: float | None = None, shaft_range_hz: Sequence[float] | None = None,
-                 line_tol: float = 0.02, defects: Mapping[str, float] | None = None, harmonics: int = 3) -> None:
+    def __init__(
+        self,
+        channels: Sequence[str],
+        rate_hz: float,
+        window: int,
+        features: Sequence[str],
+        bands_hz: Sequence[float] = (),
+        log_bands: bool = True,
+        derived: Sequence[str] = (),
+        accel_unit: str = "m/s2",
+        velocity_band_hz: Sequence[float] = (10.0, 1000.0),
+        shaft_hz: float | None = None,
+        shaft_range_hz: Sequence[float] | None = None,
+        line_tol: float = 0.02,
+        defects: Mapping[str, float] | None = None,
+        harmonics: int = 3,
+    ) -> None:
         self.channels, self.derived = list(channels), list(derived)
         self.visible = self.channels + self.derived
         self.rate, self.n = rate_hz, window
@@ -148,7 +182,9 @@ class NaiveFeatures:
         vis, raw = self.visible, self.channels
         names = [f"{c}.{s}" for c in vis for s in STATS] if "stats" in self.features else []
         if "bands" in self.features:
-            names += [f"{c}.band_{a:g}_{b:g}" for c in vis for a, b in zip(self.edges, self.edges[1:], strict=False)]
+            names += [
+                f"{c}.band_{a:g}_{b:g}" for c in vis for a, b in zip(self.edges, self.edges[1:], strict=False)
+            ]
         if "spectrum" in self.features:
             names += [f"{c}.{s}" for c in vis for s in SPECTRUM]
         if "motion" in self.features:
@@ -188,22 +224,35 @@ class NaiveFeatures:
         if "velocity" in self.features:
             lo, hi = self.vband
             sel = (freqs >= lo) & ((freqs < hi) | ((hi >= self.rate / 2) & (freqs <= hi)))
-            parts.append(np.sqrt(np.sum(pw[:nr, sel] / (2 * np.pi * freqs[sel]) ** 2, axis=1)) * 1000 * self.unit)
+            parts.append(
+                np.sqrt(np.sum(pw[:nr, sel] / (2 * np.pi * freqs[sel]) ** 2, axis=1)) * 1000 * self.unit
+            )
         shaft = self.shaft_hz
         if shaft is None and ("shaft" in self.features or "envelope" in self.features):
             assert self.shaft_range is not None
             shaft = peak_frequency(pw[:nr], self.df, *self.shaft_range)
         if "shaft" in self.features:
             assert shaft is not None
-            parts.append(self._log(line_power(pw[:nr], self.df, [shaft, 2 * shaft, 3 * shaft], 1, self.tol,
-                                              1.5 * self.df)).ravel())
+            parts.append(
+                self._log(
+                    line_power(pw[:nr], self.df, [shaft, 2 * shaft, 3 * shaft], 1, self.tol, 1.5 * self.df)
+                ).ravel()
+            )
         if self.shaft_hz is None and ("shaft" in self.features or "envelope" in self.features):
             parts.append(np.array([shaft]))
         if "envelope" in self.features:
             assert self.defects is not None and shaft is not None
-            mean, epw = envelope(win[nv:nv + nr], self.p)
-            lp = self._log(line_power(epw, self.df, [self.defects[d] * shaft for d in DEFECTS], self.harmonics,
-                                      self.tol, 1.5 * self.df))
+            mean, epw = envelope(win[nv : nv + nr], self.p)
+            lp = self._log(
+                line_power(
+                    epw,
+                    self.df,
+                    [self.defects[d] * shaft for d in DEFECTS],
+                    self.harmonics,
+                    self.tol,
+                    1.5 * self.df,
+                )
+            )
             parts.append(np.concatenate([mean[:, None], lp], axis=1).ravel())
         return np.concatenate(parts)
 

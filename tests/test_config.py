@@ -100,8 +100,13 @@ class TestErrors:
 
 class TestCheckCommand:
     def _check(self, path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "edged", "check", "-c", str(path)], capture_output=True,
-                              text=True, cwd=REPO, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "edged", "check", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
 
     def test_check_ok(self) -> None:
         """`edged check` on the shipped config exits 0."""

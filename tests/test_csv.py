@@ -37,7 +37,11 @@ class TestNumbers:
         assert num[0, 0] == v and math.copysign(1, num[0, 0]) == math.copysign(1, v)
 
     @settings(max_examples=300, deadline=None)
-    @given(st.integers(-10**12, 10**12), st.integers(0, 9), st.sampled_from(["", "e-3", "E+2", "e0", "e-12", "e13"]))
+    @given(
+        st.integers(-(10**12), 10**12),
+        st.integers(0, 9),
+        st.sampled_from(["", "e-3", "E+2", "e0", "e-12", "e13"]),
+    )
     def test_sensor_style_decimals_take_the_fast_path_exactly(self, mant: int, dec: int, exp: str) -> None:
         """Decimal text like '-12.3456e-3' is parsed in the kernel, equal to float() to the bit."""
         s = str(mant)
@@ -48,8 +52,13 @@ class TestNumbers:
     def test_unusual_cells_fall_back_to_python(self) -> None:
         """nan, inf, 25 digits or a tiny exponent are handed to float(); garbage stays text for the error."""
         num, _, cells = _parse("nan\n-inf\n1.234567890123456789012345\n1e-300\nzz\n", [NUMBER], 1, 0)
-        assert [(r, t) for r, _, t in cells] == [(0, "nan"), (1, "-inf"), (2, "1.234567890123456789012345"),
-                                                 (3, "1e-300"), (4, "zz")]
+        assert [(r, t) for r, _, t in cells] == [
+            (0, "nan"),
+            (1, "-inf"),
+            (2, "1.234567890123456789012345"),
+            (3, "1e-300"),
+            (4, "zz"),
+        ]
         assert num.shape == (5, 1)
 
 
@@ -84,7 +93,7 @@ class TestReadRecording:
         t = np.concatenate([b.t for b in blocks])
         x = np.concatenate([b.x for b in blocks])
         np.testing.assert_array_equal(t, ref[:, 0].astype(float))
-        np.testing.assert_array_equal(x, ref[:, 1:1 + x.shape[1]].astype(float))
+        np.testing.assert_array_equal(x, ref[:, 1 : 1 + x.shape[1]].astype(float))
         lab = header.index(next(h for h in header if h.startswith("label.")))
         task = header[lab].removeprefix("label.")
         got = np.concatenate([np.array(b.labels[task][1] + ("",))[b.labels[task][0]] for b in blocks])

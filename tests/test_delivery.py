@@ -20,9 +20,13 @@ pytestmark = pytest.mark.broker
 
 def _publisher(port: int, protocol: str, spool: Spool, labels: list[tuple[str, bytes]]) -> Publisher:
     cfg = MqttConfig(port=port, protocol=protocol, reconnect_min_s=1, reconnect_max_s=1)  # type: ignore[arg-type]
-    return Publisher(cfg, "test-gw", lambda s: {"schema": "edged.status.v1", "state": s, "version": "t",
-                                                "device": "test-gw"},
-                     lambda task, payload: labels.append((task, payload)), spool)
+    return Publisher(
+        cfg,
+        "test-gw",
+        lambda s: {"schema": "edged.status.v1", "state": s, "version": "t", "device": "test-gw"},
+        lambda task, payload: labels.append((task, payload)),
+        spool,
+    )
 
 
 def _wait(pred: Any, timeout: float = 10.0) -> bool:
@@ -35,7 +39,9 @@ def _wait(pred: Any, timeout: float = 10.0) -> bool:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_order_ack_and_persistent_session(tmp_path: Path, broker: Broker, recorder: Recorder, protocol: str) -> None:
+def test_order_ack_and_persistent_session(
+    tmp_path: Path, broker: Broker, recorder: Recorder, protocol: str
+) -> None:
     """Spooled messages arrive in order and leave the spool only once acknowledged; a label published
     while the gateway is disconnected is delivered when it reconnects (the broker kept its session)."""
     labels: list[tuple[str, bytes]] = []

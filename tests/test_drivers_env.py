@@ -21,8 +21,20 @@ from drivers.sensirion import SHT3x, SHT4x
 
 # BMP280 datasheet (BST-BMP280-DS001), section 3.12 "Computation example" -- the BME280 uses the same
 # temperature and pressure compensation: calibration words, ADC values and results.
-DS_CAL = dict(T1=27504, T2=26435, T3=-1000, P1=36477, P2=-10685, P3=3024, P4=2855, P5=140, P6=-7, P7=15500,
-              P8=-14600, P9=6000)
+DS_CAL = dict(
+    T1=27504,
+    T2=26435,
+    T3=-1000,
+    P1=36477,
+    P2=-10685,
+    P3=3024,
+    P4=2855,
+    P5=140,
+    P6=-7,
+    P7=15500,
+    P8=-14600,
+    P9=6000,
+)
 DS_ADC_T, DS_ADC_P = 519888, 415148
 DS_T, DS_T_FINE, DS_P = 25.08, 128422, 100653.27
 # The same words as they sit in the NVM at 0x88..0x9F (little-endian, table 17 layout), and the
@@ -43,8 +55,9 @@ def bosch_rig(cls: type = BME280, **emu: Any) -> tuple[Any, EmuBosch, EmulatedBu
 def h_int32(adc_h: int, t_fine: int, c: Calibration) -> float:
     """BME280 datasheet 4.2.3, ``bme280_compensate_H_int32``, transcribed (Q22.10 %RH)."""
     v = t_fine - 76800
-    v = (((((adc_h << 14) - (c.H4 << 20) - (c.H5 * v)) + 16384) >> 15)
-         * (((((((v * c.H6) >> 10) * (((v * c.H3) >> 11) + 32768)) >> 10) + 2097152) * c.H2 + 8192) >> 14))
+    v = ((((adc_h << 14) - (c.H4 << 20) - (c.H5 * v)) + 16384) >> 15) * (
+        ((((((v * c.H6) >> 10) * (((v * c.H3) >> 11) + 32768)) >> 10) + 2097152) * c.H2 + 8192) >> 14
+    )
     v = v - (((((v >> 15) * (v >> 15)) >> 7) * c.H1) >> 4)
     v = min(max(v, 0), 419430400)
     return (v >> 12) / 1024.0
@@ -54,7 +67,9 @@ class TestBoschConversions:
     def test_datasheet_worked_example_through_the_chip(self) -> None:
         """NVM and data registers hold the datasheet example: the driver reads 25.08 degC and
         100653.27 Pa (the datasheet rounds to 2 decimals; the double formula gives 100653.26)."""
-        drv, chip, _, clock = bosch_rig(BMP280, calibration=Calibration(**DS_CAL), adc=(DS_ADC_T, DS_ADC_P, 0))
+        drv, chip, _, _clock = bosch_rig(
+            BMP280, calibration=Calibration(**DS_CAL), adc=(DS_ADC_T, DS_ADC_P, 0)
+        )
         v = drv.read()
         assert bytes(chip.regs[0x88:0xA0]) == DS_NVM and bytes(chip.regs[0xF7:0xFD]) == DS_DATA
         assert round(v["temperature"], 2) == DS_T
@@ -79,7 +94,7 @@ class TestBoschConversions:
     def test_humidity_double_formula_agrees_with_the_integer_one(self, adc_h: int) -> None:
         """Bosch publishes no humidity example: the driver's double-precision result (datasheet 8.1)
         agrees with the datasheet's int32 formula (4.2.3, transcribed above) to its 1/1024 %RH step."""
-        drv, chip, _, _ = bosch_rig(BME280, adc=(DS_ADC_T, DS_ADC_P, adc_h))
+        drv, _chip, _, _ = bosch_rig(BME280, adc=(DS_ADC_T, DS_ADC_P, adc_h))
         v = drv.read()
         _, t_fine = compensate_t(DS_ADC_T, TYPICAL_CALIBRATION)
         assert abs(v["humidity"] - h_int32(adc_h, t_fine, TYPICAL_CALIBRATION)) <= 2 / 1024
@@ -111,9 +126,15 @@ class TestBoschFaults:
         drv.setup()
         assert drv.part == "BME280"
         clock = FakeClock()
-        wrong = BMP280(EmulatedBus({0x76: EmuBosch(humidity=True)}, clock=clock, name="1"), 0x76,
-                       sleep=clock.sleep, clock=clock)
-        with pytest.raises(DeviceNotFound, match=r"bus 1 address 0x76.*reads 0x60, expected 0x58.*is a BME280"):
+        wrong = BMP280(
+            EmulatedBus({0x76: EmuBosch(humidity=True)}, clock=clock, name="1"),
+            0x76,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+        with pytest.raises(
+            DeviceNotFound, match=r"bus 1 address 0x76.*reads 0x60, expected 0x58.*is a BME280"
+        ):
             wrong.setup()
         gone = BME280(EmulatedBus({}, clock=clock), 0x77, sleep=clock.sleep, clock=clock)
         with pytest.raises(DeviceNotFound, match="nothing answers"):
@@ -140,7 +161,9 @@ class TestBoschFaults:
 
     def test_skipped_and_out_of_range_readings_are_dropped(self) -> None:
         """A skipped conversion (0x80000) or a value outside the sensor's range never leaves the driver."""
-        drv, chip, _, clock = bosch_rig(BME280, source=lambda t: (22.0, 40.0, 20000.0))  # 200 hPa: below range
+        drv, chip, _, clock = bosch_rig(
+            BME280, source=lambda t: (22.0, 40.0, 20000.0)
+        )  # 200 hPa: below range
         clock.advance(1)
         assert drv.read_block(clock()) is None
         assert drv.stats["out_of_range"] == 1
@@ -185,7 +208,7 @@ class TestBoschFaults:
 
     def test_vanish_and_return(self) -> None:
         """Gone: a BusError, then DeviceNotFound; back: set up again, with its calibration."""
-        drv, chip, bus, clock = bosch_rig(BME280)
+        drv, _chip, bus, _clock = bosch_rig(BME280)
         drv.read()
         bus.vanish(0x76)
         with pytest.raises(BusError):
@@ -211,14 +234,18 @@ class TestSensirion:
         exactly 0.4, so S_T 0x6666 is 25.0 degC and S_RH 0x6666 is 40.0 %RH."""
         drv, _, _, _ = sht_rig(SHT3x, EmuSht3x(raw=(0x6666, 0x6666)))
         v = drv.read()
-        assert v["temperature"] == pytest.approx(25.0, abs=1e-12) and v["humidity"] == pytest.approx(40.0, abs=1e-12)
+        assert v["temperature"] == pytest.approx(25.0, abs=1e-12) and v["humidity"] == pytest.approx(
+            40.0, abs=1e-12
+        )
 
     def test_sht4x_conversion(self) -> None:
         """SHT4x 4.6: RH = -6 + 125 * S_RH / 65535 (cropped to 0..100): S_RH 0x6666 is 44.0 %RH,
         0x0000 would be -6 %RH and is cropped to 0."""
         drv, chip, _, _ = sht_rig(SHT4x, EmuSht4x(raw=(0x6666, 0x6666)))
         v = drv.read()
-        assert v["temperature"] == pytest.approx(25.0, abs=1e-12) and v["humidity"] == pytest.approx(44.0, abs=1e-12)
+        assert v["temperature"] == pytest.approx(25.0, abs=1e-12) and v["humidity"] == pytest.approx(
+            44.0, abs=1e-12
+        )
         chip.raw = (0x6666, 0x0000)
         assert drv.read()["humidity"] == 0.0
 
@@ -255,18 +282,18 @@ class TestSensirion:
     def test_sht3x_driver_on_an_sht4x(self) -> None:
         """The SHT3x status command is not acknowledged by an SHT4x: a clear identity error."""
         drv, _, _, _ = sht_rig(SHT3x, EmuSht4x())
-        with pytest.raises(DeviceNotFound, match="SHT3x expected at bus sim address 0x44.*SHT4x"):
+        with pytest.raises(DeviceNotFound, match=r"SHT3x expected at bus sim address 0x44.*SHT4x"):
             drv.setup()
 
     def test_sht4x_driver_on_an_sht3x(self) -> None:
         """An SHT3x does not answer the SHT4x serial-number command: a clear identity error."""
         drv, _, _, _ = sht_rig(SHT4x, EmuSht3x())
-        with pytest.raises(DeviceNotFound, match="SHT4x expected.*SHT3x"):
+        with pytest.raises(DeviceNotFound, match=r"SHT4x expected.*SHT3x"):
             drv.setup()
 
     def test_vanish_and_return(self) -> None:
         """Gone, then back: re-initialised (soft reset and identity again), readings resume."""
-        drv, chip, bus, clock = sht_rig(SHT4x, EmuSht4x(), addr=0x46)
+        drv, chip, bus, _clock = sht_rig(SHT4x, EmuSht4x(), addr=0x46)
         drv.read()
         bus.vanish(0x46)
         with pytest.raises(BusError):

@@ -122,7 +122,11 @@ class TestMpuConversions:
         r.chip.hold = True
         r.chip.regs[0x3B:0x49] = _be(8192, -4096, 16384, -521, 655, -1310, 0)
         v = r.drv.read()
-        assert v["ax"] == pytest.approx(G) and v["ay"] == pytest.approx(-G / 2) and v["az"] == pytest.approx(2 * G)
+        assert (
+            v["ax"] == pytest.approx(G)
+            and v["ay"] == pytest.approx(-G / 2)
+            and v["az"] == pytest.approx(2 * G)
+        )
         assert v["gx"] == pytest.approx(10 * DEG) and v["gy"] == pytest.approx(-20 * DEG) and v["gz"] == 0
         assert v["temperature"] == pytest.approx(36.53 - 521 / 340)
 
@@ -133,8 +137,10 @@ class TestMpuConversions:
         9.80665 m/s^2 and pi/180 rad/s through the FIFO; the range bits reach the chip."""
         r = rig("mpu6050", accel_range_g=g, gyro_range_dps=dps)
         r.drv.setup()
-        assert (r.chip.regs[0x1C] >> 3, r.chip.regs[0x1B] >> 3) == ({2: 0, 4: 1, 8: 2, 16: 3}[g],
-                                                                     {250: 0, 500: 1, 1000: 2, 2000: 3}[dps])
+        assert (r.chip.regs[0x1C] >> 3, r.chip.regs[0x1B] >> 3) == (
+            {2: 0, 4: 1, 8: 2, 16: 3}[g],
+            {250: 0, 500: 1, 1000: 2, 2000: 3}[dps],
+        )
         r.chip.hold = True
         gyro_count = round(glsb * 10)  # 10 deg/s
         r.chip.fifo = bytearray(_be(lsb, -lsb, 0, gyro_count, 0, -gyro_count) * 3)
@@ -169,9 +175,13 @@ class TestLsmConversions:
         r.drv.setup()
         r.chip.hold = True
         acc, gyr = 0x02 << 3, 0x01 << 3
-        r.chip.words = [bytes([acc | 0 << 1]) + _le(10000, -10000, 0), bytes([gyr | 0 << 1]) + _le(1000, 0, -1000),
-                        bytes([gyr | 1 << 1]) + _le(1, 2, 3), bytes([acc | 1 << 1]) + _le(4, 5, 6),
-                        bytes([acc | 2 << 1]) + _le(7, 8, 9)]  # slot 2 not complete yet
+        r.chip.words = [
+            bytes([acc | 0 << 1]) + _le(10000, -10000, 0),
+            bytes([gyr | 0 << 1]) + _le(1000, 0, -1000),
+            bytes([gyr | 1 << 1]) + _le(1, 2, 3),
+            bytes([acc | 1 << 1]) + _le(4, 5, 6),
+            bytes([acc | 2 << 1]) + _le(7, 8, 9),
+        ]  # slot 2 not complete yet
         r.clock.advance(0.01)
         b = r.drv.read_block(r.clock())
         assert len(b) == 2
@@ -181,8 +191,12 @@ class TestLsmConversions:
         r.clock.advance(0.01)
         b = r.drv.read_block(r.clock())  # the carried accel word of slot 2 meets its gyro word
         assert len(b) == 1
-        np.testing.assert_allclose(b.x[0, :6], np.array([7 * 0.122, 8 * 0.122, 9 * 0.122, 10 * 17.5, 11 * 17.5,
-                                                         12 * 17.5]) * 1e-3 * np.array([G] * 3 + [DEG] * 3))
+        np.testing.assert_allclose(
+            b.x[0, :6],
+            np.array([7 * 0.122, 8 * 0.122, 9 * 0.122, 10 * 17.5, 11 * 17.5, 12 * 17.5])
+            * 1e-3
+            * np.array([G] * 3 + [DEG] * 3),
+        )
 
     def test_lsm6dsox_temperature_and_registers(self) -> None:
         """LSM6DSOX table 3: 256 LSB/degC, 0 LSB = 25 degC; output registers are little-endian."""

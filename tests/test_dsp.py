@@ -29,14 +29,34 @@ CWRU = defect_multiples(9, 0.3126, 1.537)
 ALL_SETS = ("stats", "bands", "spectrum", "motion", "velocity", "shaft", "envelope")
 
 SPECS: dict[str, dict[str, Any]] = {
-    "activity": {"channels": IMU, "rate_hz": 1000.0, "window": 1000, "derived": ("roll", "pitch", "lax", "lay", "laz"),
-                 "features": ("stats", "bands", "spectrum", "motion"), "bands_hz": (0.0, 5, 15, 60, 250, 500)},
+    "activity": {
+        "channels": IMU,
+        "rate_hz": 1000.0,
+        "window": 1000,
+        "derived": ("roll", "pitch", "lax", "lay", "laz"),
+        "features": ("stats", "bands", "spectrum", "motion"),
+        "bands_hz": (0.0, 5, 15, 60, 250, 500),
+    },
     "machine_estimated_shaft": {
-        "channels": ("ax", "ay", "az"), "rate_hz": 1000.0, "window": 1024, "features": ALL_SETS,
-        "bands_hz": (5, 20, 100, 500), "shaft_range_hz": (5.0, 40.0), "defects": CWRU, "harmonics": 3},
+        "channels": ("ax", "ay", "az"),
+        "rate_hz": 1000.0,
+        "window": 1024,
+        "features": ALL_SETS,
+        "bands_hz": (5, 20, 100, 500),
+        "shaft_range_hz": (5.0, 40.0),
+        "defects": CWRU,
+        "harmonics": 3,
+    },
     "cwru_fixed_shaft": {
-        "channels": ("de", "fe"), "rate_hz": 12000.0, "window": 2048, "features": ("stats", "velocity", "shaft", "envelope"),
-        "shaft_hz": 29.93, "defects": CWRU, "log_bands": False, "accel_unit": "g"},
+        "channels": ("de", "fe"),
+        "rate_hz": 12000.0,
+        "window": 2048,
+        "features": ("stats", "velocity", "shaft", "envelope"),
+        "shaft_hz": 29.93,
+        "defects": CWRU,
+        "log_bands": False,
+        "accel_unit": "g",
+    },
 }
 
 
@@ -72,7 +92,9 @@ class TestAgainstReferences:
         fx, _ = _pair("machine_estimated_shaft")
         assert fx.names[:2] == ("ax.mean", "ax.std")
         assert "acc.corr_xy" in fx.names and "gyro.corr_xy" not in fx.names  # motion: complete triads only
-        assert {"ax.vel_rms", "ay.shaft_2x", "shaft.hz", "az.env_bpfi", "ax.env_mean", "ay.dom_freq"} <= set(fx.names)
+        assert {"ax.vel_rms", "ay.shaft_2x", "shaft.hz", "az.env_bpfi", "ax.env_mean", "ay.dom_freq"} <= set(
+            fx.names
+        )
         assert all(re.fullmatch(r"[a-z]+\.[a-z0-9_.]+", n) for n in fx.names)
 
 
@@ -106,7 +128,9 @@ class TestPhysics:
         fx = FeatureExtractor(("a",), 1000.0, 1024, ("velocity",))
         assert fx.velocity_band == (10.0, 500.0)
         t = np.arange(1024) / 1000.0
-        assert fx.compute(np.sin(2 * np.pi * 5.0 * t)[None, :])[0] < 0.05 * 1000 / (2 * np.pi * 5 * math.sqrt(2))
+        assert fx.compute(np.sin(2 * np.pi * 5.0 * t)[None, :])[0] < 0.05 * 1000 / (
+            2 * np.pi * 5 * math.sqrt(2)
+        )
 
     def test_spectrum_of_a_sine_and_of_noise(self) -> None:
         """A bin-centred sine: dominant frequency exact, amplitude within 0.5 %, low entropy; white noise: high entropy."""
@@ -129,16 +153,31 @@ class TestPhysics:
         fx = FeatureExtractor(("a",), rate, n, ("shaft",), shaft_range_hz=(5.0, 40.0), log_bands=False)
         f = dict(zip(fx.names, fx.compute(x[None, :]), strict=True))
         assert f["shaft.hz"] == pytest.approx(23.37, abs=0.1 * rate / n)
-        assert f["a.shaft_1x"] == pytest.approx(0.5, rel=0.05) and f["a.shaft_2x"] == pytest.approx(0.125, rel=0.05)
+        assert f["a.shaft_1x"] == pytest.approx(0.5, rel=0.05) and f["a.shaft_2x"] == pytest.approx(
+            0.125, rel=0.05
+        )
         assert f["a.shaft_3x"] < 0.01
 
     @pytest.mark.parametrize("defect", DEFECTS)
     def test_envelope_finds_the_modulating_defect(self, defect: str) -> None:
         """Resonance bursts repeating at one defect frequency put the most envelope power at that line."""
         rate, n, shaft = 12000.0, 4096, 29.93
-        dsp = build_dsp(_spec(("de",), n, ["envelope"], shaft=ShaftParams(hz=shaft),
-                              bearing=BearingParams(balls=9, ball_diameter=0.3126, pitch_diameter=1.537,
-                                                    envelope_band_hz=[2000.0, 5000.0], harmonics=1)), rate)
+        dsp = build_dsp(
+            _spec(
+                ("de",),
+                n,
+                ["envelope"],
+                shaft=ShaftParams(hz=shaft),
+                bearing=BearingParams(
+                    balls=9,
+                    ball_diameter=0.3126,
+                    pitch_diameter=1.537,
+                    envelope_band_hz=[2000.0, 5000.0],
+                    harmonics=1,
+                ),
+            ),
+            rate,
+        )
         t = np.arange(3 * n) / rate
         period = 1.0 / (CWRU[defect] * shaft)
         since = t % period
@@ -152,15 +191,23 @@ class TestPhysics:
 class TestProperties:
     """Invariants on random finite windows (|x| <= 1e6)."""
 
-    FX = FeatureExtractor(("ax", "ay", "az"), 1000.0, 256, ("stats", "bands", "spectrum", "motion", "velocity"),
-                          bands_hz=(0.0, 50.0, 200.0, 500.0), log_bands=False, velocity_band_hz=(10.0, 500.0))
+    FX = FeatureExtractor(
+        ("ax", "ay", "az"),
+        1000.0,
+        256,
+        ("stats", "bands", "spectrum", "motion", "velocity"),
+        bands_hz=(0.0, 50.0, 200.0, 500.0),
+        log_bands=False,
+        velocity_band_hz=(10.0, 500.0),
+    )
 
     @staticmethod
     def _f(x: np.ndarray) -> dict[str, float]:
         return dict(zip(TestProperties.FX.names, TestProperties.FX.compute(x).tolist(), strict=True))
 
-    windows = hnp.arrays(np.float64, (3, 256), elements=st.floats(-1e3, 1e3, allow_nan=False, width=64)).filter(
-        lambda x: bool(np.all(x.std(axis=1) > 1e-3)))
+    windows = hnp.arrays(
+        np.float64, (3, 256), elements=st.floats(-1e3, 1e3, allow_nan=False, width=64)
+    ).filter(lambda x: bool(np.all(x.std(axis=1) > 1e-3)))
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
     @given(x=windows, a=st.floats(0.01, 100.0))
@@ -169,7 +216,17 @@ class TestProperties:
         f, g = self._f(x), self._f(a * x)
         for name, v in f.items():
             feat = name.split(".", 1)[1]
-            if feat in {"mean", "std", "rms", "min", "max", "ptp", "vel_rms", "dom_amp", "sma"} or feat.startswith("norm_"):
+            if feat in {
+                "mean",
+                "std",
+                "rms",
+                "min",
+                "max",
+                "ptp",
+                "vel_rms",
+                "dom_amp",
+                "sma",
+            } or feat.startswith("norm_"):
                 want = a * v
             elif feat.startswith("band_"):
                 want = a * a * v
@@ -189,8 +246,18 @@ class TestProperties:
             feat = name.split(".", 1)[1]
             if feat in {"mean", "min", "max"}:
                 assert g[name] == pytest.approx(v + c, rel=1e-9, abs=1e-9 * spread), name
-            elif feat in {"std", "ptp", "skew", "kurt", "zcr", "vel_rms", "dom_freq", "dom_amp", "centroid", "entropy"} \
-                    or feat.startswith("band_"):
+            elif feat in {
+                "std",
+                "ptp",
+                "skew",
+                "kurt",
+                "zcr",
+                "vel_rms",
+                "dom_freq",
+                "dom_amp",
+                "centroid",
+                "entropy",
+            } or feat.startswith("band_"):
                 assert g[name] == pytest.approx(v, rel=1e-5, abs=1e-6 * spread * spread), name
 
     @settings(max_examples=30, deadline=None)
@@ -205,8 +272,15 @@ class TestProperties:
             assert f[f"{ch}.vel_rms"] <= 1e-9 * max(1.0, abs(level))
         assert all(f[f"acc.{m}"] == 0 for m in MOTION if m.startswith("corr"))
 
-    ALL = FeatureExtractor(("ax", "ay", "az"), 1000.0, 256, ALL_SETS, bands_hz=(0.0, 100.0, 500.0),
-                           shaft_range_hz=(5.0, 60.0), defects=CWRU)
+    ALL = FeatureExtractor(
+        ("ax", "ay", "az"),
+        1000.0,
+        256,
+        ALL_SETS,
+        bands_hz=(0.0, 100.0, 500.0),
+        shaft_range_hz=(5.0, 60.0),
+        defects=CWRU,
+    )
     sensor_like = st.one_of(st.just(0.0), st.floats(1e-6, 1e6), st.floats(-1e6, -1e-6))
 
     @settings(max_examples=40, deadline=None)
@@ -229,8 +303,18 @@ class TestProperties:
 def _spec(channels: tuple[str, ...], window: int, features: list[str], **kw: Any) -> Any:
     from types import SimpleNamespace
 
-    base = {"channels": list(channels), "window": window, "features": features, "bands_hz": [], "log_bands": True,
-            "accel_unit": "m/s2", "velocity_band_hz": [10.0, 1000.0], "fusion": None, "shaft": None, "bearing": None}
+    base = {
+        "channels": list(channels),
+        "window": window,
+        "features": features,
+        "bands_hz": [],
+        "log_bands": True,
+        "accel_unit": "m/s2",
+        "velocity_band_hz": [10.0, 1000.0],
+        "fusion": None,
+        "shaft": None,
+        "bearing": None,
+    }
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -263,44 +347,80 @@ class TestSpecs:
         with pytest.raises(ValueError, match=r"\[bearing\]"):
             build_dsp(_spec(("a",), 256, ["envelope"], shaft=ShaftParams(hz=20.0)), 1000.0)
         with pytest.raises(ValueError, match="Nyquist"):
-            build_dsp(_spec(("a",), 256, ["envelope"], shaft=ShaftParams(hz=20.0),
-                            bearing=BearingParams(balls=9, ball_diameter=1, pitch_diameter=5,
-                                                  envelope_band_hz=[100.0, 600.0])), 1000.0)
+            build_dsp(
+                _spec(
+                    ("a",),
+                    256,
+                    ["envelope"],
+                    shaft=ShaftParams(hz=20.0),
+                    bearing=BearingParams(
+                        balls=9, ball_diameter=1, pitch_diameter=5, envelope_band_hz=[100.0, 600.0]
+                    ),
+                ),
+                1000.0,
+            )
 
     def test_cwru_table_from_geometry(self) -> None:
         """SKF 6205 geometry gives CWRU's published multiples (their BSF is 2 x the ball spin)."""
         m = defect_multiples(9, 0.3126, 1.537)
         assert m["bpfi"] == pytest.approx(5.4152, abs=1e-4) and m["bpfo"] == pytest.approx(3.5848, abs=1e-4)
-        assert m["ftf"] == pytest.approx(0.39828, abs=5e-5) and 2 * m["bsf"] == pytest.approx(4.7135, abs=1e-4)
+        assert m["ftf"] == pytest.approx(0.39828, abs=5e-5) and 2 * m["bsf"] == pytest.approx(
+            4.7135, abs=1e-4
+        )
 
 
 class TestConfig:
     def _raw(self, **task: Any) -> dict[str, Any]:
         base = {"channels": list(IMU), "window": 256, "hop": 128, "bands_hz": [0.5, 5, 50]}
         base.update(task)
-        return {"device": {"id": "d"}, "state": {"dir": "/tmp/x"}, "simulator": {"label_tasks": {"state": "t"}},
-                "sensors": {"imu": {"driver": "sim_imu", "rate_hz": 500}}, "tasks": {"t": base}}
+        return {
+            "device": {"id": "d"},
+            "state": {"dir": "/tmp/x"},
+            "simulator": {"label_tasks": {"state": "t"}},
+            "sensors": {"imu": {"driver": "sim_imu", "rate_hz": 500}},
+            "tasks": {"t": base},
+        }
 
     def test_dsp_keys_parse_and_build(self) -> None:
         """fusion, shaft, bearing and the new feature sets are config keys; the task builds."""
         from edged.app import build_tasks
 
-        raw = self._raw(features=["stats", "spectrum", "motion", "velocity", "shaft", "envelope"],
-                        fusion={"beta": 0.05}, shaft={"range_hz": [5, 40]}, context_rate_s=60.0,
-                        bearing={"balls": 9, "ball_diameter": 0.3126, "pitch_diameter": 1.537,
-                                 "envelope_band_hz": [100, 240]})
+        raw = self._raw(
+            features=["stats", "spectrum", "motion", "velocity", "shaft", "envelope"],
+            fusion={"beta": 0.05},
+            shaft={"range_hz": [5, 40]},
+            context_rate_s=60.0,
+            bearing={
+                "balls": 9,
+                "ball_diameter": 0.3126,
+                "pitch_diameter": 1.537,
+                "envelope_band_hz": [100, 240],
+            },
+        )
         cfg = parse(raw)
         task = build_tasks(cfg)["t"]
         assert {"roll.mean", "lin.norm_std", "ax.vel_rms", "shaft.hz", "az.env_bpfo"} <= set(task.names)
 
-    @pytest.mark.parametrize("task, where", [
-        ({"features": ["envelope"], "shaft": {"hz": 20.0}}, r"tasks\.t: .*\[bearing\]"),
-        ({"shaft": {"hz": 20.0, "range_hz": [5, 40]}}, r"tasks\.t\.shaft: .*exactly one"),
-        ({"fusion": {"outputs": ["heading"]}}, r"tasks\.t\.fusion\.outputs\[0\]"),
-        ({"features": ["velocity"], "velocity_band_hz": [10]}, r"tasks\.t\.velocity_band_hz"),
-        ({"bearing": {"balls": 9, "ball_diameter": 2, "pitch_diameter": 1, "envelope_band_hz": [1, 2]}},
-         r"tasks\.t\.bearing: .*smaller"),
-    ])
+    @pytest.mark.parametrize(
+        "task, where",
+        [
+            ({"features": ["envelope"], "shaft": {"hz": 20.0}}, r"tasks\.t: .*\[bearing\]"),
+            ({"shaft": {"hz": 20.0, "range_hz": [5, 40]}}, r"tasks\.t\.shaft: .*exactly one"),
+            ({"fusion": {"outputs": ["heading"]}}, r"tasks\.t\.fusion\.outputs\[0\]"),
+            ({"features": ["velocity"], "velocity_band_hz": [10]}, r"tasks\.t\.velocity_band_hz"),
+            (
+                {
+                    "bearing": {
+                        "balls": 9,
+                        "ball_diameter": 2,
+                        "pitch_diameter": 1,
+                        "envelope_band_hz": [1, 2],
+                    }
+                },
+                r"tasks\.t\.bearing: .*smaller",
+            ),
+        ],
+    )
     def test_bad_dsp_config_names_the_key(self, task: dict[str, Any], where: str) -> None:
         """A bad DSP table is a config error at its key path."""
         with pytest.raises(ConfigError) as exc:
@@ -317,26 +437,40 @@ class TestConfig:
         cfg = parse(self._raw())
         t = cfg.tasks["t"]
         before = {  # the layout identity as the first release computed it
-            "channels": t.channels, "context": t.context, "window": t.window, "features": t.features,
-            "bands_hz": t.bands_hz, "log_bands": t.log_bands, "rate_hz": 500.0,
-            "classifier": t.classifier.model_dump(), "anomaly": None,
+            "channels": t.channels,
+            "context": t.context,
+            "window": t.window,
+            "features": t.features,
+            "bands_hz": t.bands_hz,
+            "log_bands": t.log_bands,
+            "rate_hz": 500.0,
+            "classifier": t.classifier.model_dump(),
+            "anomaly": None,
         }
-        assert fingerprint(t, 500.0) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+        assert (
+            fingerprint(t, 500.0)
+            == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+        )
         with_fusion = parse(self._raw(fusion={}))
         assert fingerprint(with_fusion.tasks["t"], 500.0) != fingerprint(cfg.tasks["t"], 500.0)
 
 
 def test_jit_flags_come_from_one_constant() -> None:
-    """No module hard-codes numba flags: every @njit/@jit uses **JIT from pipelines/features.py."""
+    """No module hard-codes numba flags: every @njit/@jit uses **JIT from pipelines/jit.py."""
     offenders = []
-    for path in sorted(p for d in ("edged", "drivers", "pipelines", "bench") for p in (REPO / d).rglob("*.py")):
+    for path in sorted(
+        p for d in ("edged", "drivers", "pipelines", "bench") for p in (REPO / d).rglob("*.py")
+    ):
         for i, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            if re.search(r"\b(fastmath|cache|nogil|parallel|boundscheck|error_model)=(?!=)", code) or re.search(
-                    r"^\s*@(numba\.)?(n?jit|vectorize|guvectorize|cfunc|stencil)\b(?!\(\*\*JIT\))", code):
+            if re.search(
+                r"\b(fastmath|cache|nogil|parallel|boundscheck|error_model)=(?!=)", code
+            ) or re.search(
+                r"^\s*@(numba\.)?(n?jit|vectorize|guvectorize|cfunc|stencil)\b(?!\(\*\*JIT\))", code
+            ):
                 offenders.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
-    assert not offenders, "numba flags must come from pipelines.features.JIT:\n" + "\n".join(offenders)
-    assert Path(REPO / "pipelines" / "features.py").read_text().count("JIT = {") == 1
+    assert not offenders, "numba flags must come from pipelines.jit.JIT:\n" + "\n".join(offenders)
+    assert Path(REPO / "pipelines" / "jit.py").read_text().count("JIT = {") == 1
 
 
 @pytest.fixture(scope="module")
@@ -404,11 +538,14 @@ def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
 
     cfg = tmp_path / "c.toml"
     cfg.write_text((REPO / "config.toml").read_text().replace('dir = "state"', 'dir = "st"'))
-    code = ("import sys; from edged.cli import _load; _load(sys.argv[1]); import edged.app, edged.replay; "
-            "from numba.core import config; print(config.CACHE_DIR)")
+    code = (
+        "import sys; from edged.cli import _load; _load(sys.argv[1]); import edged.app, edged.replay; "
+        "from numba.core import config; print(config.CACHE_DIR)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(tmp_path / "st" / "numba-cache")
 
@@ -433,9 +570,11 @@ class TestTaskPipelineDsp:
         x[:, :3] = g
         x[:, 0] += 0.3 * np.sin(2 * np.pi * 3.0 * t)  # shaken along x
         preds = task.process(t, x, task.bind(IMU), None, lambda v: v, {})
-        f = dict(zip(task.names, task._vec.tolist(), strict=True))  # noqa: SLF001 - the last window's features
+        f = dict(zip(task.names, task._vec.tolist(), strict=True))
         assert len(preds) > 10
-        assert f["roll.mean"] == pytest.approx(0.35, abs=0.01) and f["pitch.mean"] == pytest.approx(-0.2, abs=0.01)
+        assert f["roll.mean"] == pytest.approx(0.35, abs=0.01) and f["pitch.mean"] == pytest.approx(
+            -0.2, abs=0.01
+        )
         # beta 0.02: the attitude barely follows a 3 Hz shake (a larger beta lets motion leak into it)
         assert f["lax.std"] == pytest.approx(0.3 / math.sqrt(2), rel=0.1) and abs(f["lax.mean"]) < 0.1
 
@@ -450,9 +589,14 @@ class TestTaskPipelineDsp:
         x[:, 6] = 20.0 + 0.05 * t  # degC, rising 0.05 degC/s
         rates = []
         for a in range(0, n, 5000):
-            task.process(t[a:a + 5000], x[a:a + 5000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
-            rates.append(task._vec[-1])  # noqa: SLF001
-        assert rates[-1] == pytest.approx(0.05, rel=1e-6) and task._slopes[0].hist[-1][0] - task._slopes[0].hist[0][0] <= 31  # noqa: SLF001
+            task.process(
+                t[a : a + 5000], x[a : a + 5000], task.bind((*IMU, "temperature")), None, lambda v: v, {}
+            )
+            rates.append(task._vec[-1])
+        assert (
+            rates[-1] == pytest.approx(0.05, rel=1e-6)
+            and task._slopes[0].hist[-1][0] - task._slopes[0].hist[0][0] <= 31
+        )
         task.windower.reset()
         task.process(t[:1000], x[:1000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
-        assert task._slopes[0].hist[0][0] < 1.0  # noqa: SLF001 - started again, not a slope across files
+        assert task._slopes[0].hist[0][0] < 1.0

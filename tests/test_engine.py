@@ -33,22 +33,34 @@ def engine() -> Any:
 
 
 class TestLabelPayloads:
-    @pytest.mark.parametrize("payload", [
-        b'{"label": "running", "ts": 1700000000.5}',
-        b'{"label": "running", "from": 1700000000, "to": 1700000010}',
-    ])
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            b'{"label": "running", "ts": 1700000000.5}',
+            b'{"label": "running", "from": 1700000000, "to": 1700000010}',
+        ],
+    )
     def test_contract_forms_are_accepted(self, payload: bytes) -> None:
         """The two forms of the contract parse."""
         label, lo, hi, point = parse_label(payload, 1024)
         assert label == "running" and lo <= hi and point == (b'"ts"' in payload)
 
-    @pytest.mark.parametrize("payload, reason", [
-        (b"", "Invalid JSON"), (b"{", "Invalid JSON"), (b"[1]", "Input should be"),
-        (b'{"label": "x"}', "Field required"), (b'{"label": "x", "ts": 1, "extra": 1}', "Extra inputs"),
-        (b'{"label": 3, "ts": 1}', "valid string"), (b'{"label": "x", "ts": true}', "valid number"),
-        (b'{"label": "x", "ts": -1}', "greater than or equal"), (b'{"label": "x", "from": 5, "to": 1}', "before"),
-        (b'{"label": "x", "ts": 1e400}', "finite"), (b'{"label": "a\\u0000b", "ts": 1}', "pattern"),
-    ])
+    @pytest.mark.parametrize(
+        "payload, reason",
+        [
+            (b"", "Invalid JSON"),
+            (b"{", "Invalid JSON"),
+            (b"[1]", "Input should be"),
+            (b'{"label": "x"}', "Field required"),
+            (b'{"label": "x", "ts": 1, "extra": 1}', "Extra inputs"),
+            (b'{"label": 3, "ts": 1}', "valid string"),
+            (b'{"label": "x", "ts": true}', "valid number"),
+            (b'{"label": "x", "ts": -1}', "greater than or equal"),
+            (b'{"label": "x", "from": 5, "to": 1}', "before"),
+            (b'{"label": "x", "ts": 1e400}', "finite"),
+            (b'{"label": "a\\u0000b", "ts": 1}', "pattern"),
+        ],
+    )
     def test_bad_payloads_are_rejected_with_a_reason(self, payload: bytes, reason: str) -> None:
         """Anything outside the contract is a ValueError naming what is wrong."""
         with pytest.raises(ValueError) as exc:
@@ -61,11 +73,19 @@ class TestLabelPayloads:
             parse_label(b'{"label": "' + b"a" * 2000 + b'", "ts": 1}', 1024)
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(st.one_of(st.binary(max_size=300), st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
-        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(["label", "ts", "from", "to", "x"]), c,
-                                                              max_size=4), max_leaves=10).map(
-        lambda v: json.dumps(v).encode())))
+    @given(
+        st.one_of(
+            st.binary(max_size=300),
+            st.recursive(
+                st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+                lambda c: (
+                    st.lists(c, max_size=4)
+                    | st.dictionaries(st.sampled_from(["label", "ts", "from", "to", "x"]), c, max_size=4)
+                ),
+                max_leaves=10,
+            ).map(lambda v: json.dumps(v).encode()),
+        )
+    )
     def test_fuzzed_labels_never_crash_the_engine(self, engine: Any, payload: bytes) -> None:
         """Random bytes and random JSON never raise; they are applied or counted as rejected (one
         engine for all examples, so state accumulates as in a long-running service)."""
@@ -100,7 +120,7 @@ class TestSamples:
         preds = [p for _, p, k in engine.sink.sent if k == "prediction"]
         assert preds and all(np.isfinite(p["ts"]) for p in preds)
         task = engine.tasks["activity"]
-        assert all(np.isfinite(r.x[:len(task.extractor.names)]).all() for r in task.pending)
+        assert all(np.isfinite(r.x[: len(task.extractor.names)]).all() for r in task.pending)
 
     def test_payloads_follow_the_contract(self, engine: Any) -> None:
         """Prediction payloads carry the contract fields, seq per task from 0."""

@@ -29,9 +29,11 @@ def _persistent_broker(tmp_path: Path, port: int | None = None) -> Broker:
     port = port or free_port()
     (tmp_path / "mq").mkdir(exist_ok=True)
     conf = tmp_path / "mosquitto-persistent.conf"
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {tmp_path / 'mq'}/\nautosave_interval 1\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\n")
+    conf.write_text(
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp_path / 'mq'}/\nautosave_interval 1\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n"
+    )
     return Broker(conf, port, tmp_path / "mosquitto.log")
 
 
@@ -53,8 +55,9 @@ def _assert_complete(seqs: dict[str, list[int]]) -> None:
 
 
 class TestBrokerKilled:
-    def test_broker_sigkilled_and_restarted_subscriber_sees_every_seq(self, tmp_path: Path,
-                                                                      service_factory: Any) -> None:
+    def test_broker_sigkilled_and_restarted_subscriber_sees_every_seq(
+        self, tmp_path: Path, service_factory: Any
+    ) -> None:
         """mosquitto is SIGKILLed mid-run and restarted 3 s later: the service spools meanwhile, reconnects,
         and a persistent-session subscriber ends up with every seq of every task, without a gap."""
         b = _persistent_broker(tmp_path)
@@ -71,10 +74,13 @@ class TestBrokerKilled:
             b.proc.wait()
             time.sleep(3.0)
             b.start()
-            assert rec.wait_for(lambda m: all(max(_seqs(rec)[t]) >= before[t] + 15 for t in TASKS), timeout=60), \
-                (before, {t: max(s) for t, s in _seqs(rec).items()})
+            assert rec.wait_for(
+                lambda m: all(max(_seqs(rec)[t]) >= before[t] + 15 for t in TASKS), timeout=60
+            ), (before, {t: max(s) for t, s in _seqs(rec).items()})
             assert svc.stop() == 0
-            assert rec.wait_for(lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m))
+            assert rec.wait_for(
+                lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
+            )
         finally:
             rec.close()
             b.stop()
@@ -87,7 +93,8 @@ class TestBrokerKilled:
 
 class TestServiceKilled:
     def test_sigkill_with_a_backlog_loses_nothing_spooled_and_seq_has_no_false_gap(
-            self, tmp_path: Path, service_factory: Any) -> None:
+        self, tmp_path: Path, service_factory: Any
+    ) -> None:
         """The service is SIGKILLed while the broker is away: after restart every prediction that was
         spooled is delivered and seq carries on right after the last spooled one (no gap, no repeat)."""
         port = free_port()
@@ -127,8 +134,9 @@ class TestServiceKilled:
         try:
             svc2 = service_factory(cfg)
             svc2.start()
-            assert rec.wait_for(lambda m: all(max(_seqs(rec)[t], default=-1) >= counters[t] + 5 for t in TASKS),
-                                timeout=60)
+            assert rec.wait_for(
+                lambda m: all(max(_seqs(rec)[t], default=-1) >= counters[t] + 5 for t in TASKS), timeout=60
+            )
             assert svc2.stop() == 0
         finally:
             rec.close()
@@ -142,12 +150,17 @@ class TestServiceKilled:
 
 class TestDiskFull:
     def test_state_directory_filling_up_alerts_and_the_service_keeps_running(
-            self, tmp_path: Path, small_fs: Path, broker: Broker, recorder: Recorder, service_factory: Any) -> None:
+        self, tmp_path: Path, small_fs: Path, broker: Broker, recorder: Recorder, service_factory: Any
+    ) -> None:
         """The state directory's filesystem (a real 16 MiB tmpfs) fills up: disk_low and checkpoint_failed
         alerts arrive, acquisition and summaries go on, every missing seq is a counted drop; when space is
         back, disk_ok and predictions resume; SIGTERM still exits 0."""
-        cfg = sim_config(tmp_path, broker.port, state=f'dir = "{small_fs}"\ncheckpoint_interval_s = 2\nkeep = 1',
-                         ops="status_interval_s = 1\nmin_free_mb = 0.5")
+        cfg = sim_config(
+            tmp_path,
+            broker.port,
+            state=f'dir = "{small_fs}"\ncheckpoint_interval_s = 2\nkeep = 1',
+            ops="status_interval_s = 1\nmin_free_mb = 0.5",
+        )
         svc = service_factory(cfg)
         svc.start()
         assert recorder.wait_for(lambda m: all(len(_seqs(recorder)[t]) >= 3 for t in TASKS), timeout=60)
@@ -159,16 +172,21 @@ class TestDiskFull:
         assert recorder.wait_for(alerted("disk_low"), timeout=20), svc.logs()[-5:]
         assert recorder.wait_for(alerted("checkpoint_failed"), timeout=20)
         n_summaries = len(recorder.topic("/summary"))
-        assert recorder.wait_for(lambda m: len([1 for t, _, _ in m if t.endswith("/summary")]) >= n_summaries + 2,
-                                 timeout=20), "summaries stopped while the disk was full"
+        assert recorder.wait_for(
+            lambda m: len([1 for t, _, _ in m if t.endswith("/summary")]) >= n_summaries + 2, timeout=20
+        ), "summaries stopped while the disk was full"
         time.sleep(2.0)
         assert svc.proc is not None and svc.proc.poll() is None
         filler.unlink()
         assert recorder.wait_for(alerted("disk_ok"), timeout=20)
         mark = {t: max(s) for t, s in _seqs(recorder).items()}
-        assert recorder.wait_for(lambda m: all(max(_seqs(recorder)[t]) >= mark[t] + 5 for t in TASKS), timeout=30)
+        assert recorder.wait_for(
+            lambda m: all(max(_seqs(recorder)[t]) >= mark[t] + 5 for t in TASKS), timeout=30
+        )
         assert svc.stop() == 0
-        assert recorder.wait_for(lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m))
+        assert recorder.wait_for(
+            lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
+        )
         final = recorder.topic("/summary")[-1]
         dropped = final["mqtt"]["dropped"].get("prediction", {}).get("unwritable", 0)
         seqs = _seqs(recorder)
@@ -179,7 +197,8 @@ class TestDiskFull:
 
 class TestClockSteps:
     def test_wall_clock_steps_forward_and_back_under_a_running_service(
-            self, tmp_path: Path, broker: Broker, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, tmp_path: Path, broker: Broker, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """time.time() jumps +1 h, then -2 h, in a running (in-process) service: acquisition never stalls,
         seq stays strictly +1, ts follows the wall clock, and summaries stay consistent (from <= to,
         monotonic interval, the step reported)."""
@@ -217,7 +236,9 @@ class TestClockSteps:
             for s, h in handlers.items():
                 signal.signal(s, h)
         helper.join(5)
-        assert recorder.wait_for(lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m))
+        assert recorder.wait_for(
+            lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
+        )
         assert len(marks) == 2
         for task in TASKS:
             preds = recorder.topic(f"/prediction/{task}")
@@ -225,13 +246,17 @@ class TestClockSteps:
         preds = recorder.topic("/prediction/activity")
         for step, n in marks:
             assert len(preds) >= n + 15  # no stall after the step
-            jumps = [b["ts"] - a["ts"] for a, b in zip(preds[n - 3:n + 6], preds[n - 2:n + 7], strict=False)]
+            jumps = [
+                b["ts"] - a["ts"] for a, b in zip(preds[n - 3 : n + 6], preds[n - 2 : n + 7], strict=False)
+            ]
             assert any(abs(j - step) < 5 for j in jumps), (step, jumps)  # ts is wall time, so it jumps once
         summaries = recorder.topic("/summary")
         steps = [s["clock_step_s"] for s in summaries if "clock_step_s" in s]
         assert [round(x / 3600) for x in steps] == [1, -2], steps
         for s in summaries:
             assert s["from"] <= s["to"] and 0 < s["interval_s"] < 10
-            az = s["channels"].get("az", {"count": 0})  # absent when suppressed (min_count), e.g. a short last one
+            az = s["channels"].get(
+                "az", {"count": 0}
+            )  # absent when suppressed (min_count), e.g. a short last one
             assert az["count"] <= 500 * s["interval_s"] * 1.5 + 1000  # no double counting
         validate_all(recorder.messages)

@@ -7,6 +7,7 @@ the true attitude; the tolerances below allow for it (beta 0.1 at 500 Hz: 1e-4 r
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,16 @@ MAG = ("mx", "my", "mz")
 EARTH_FIELD = np.array([20.0, 0.0, -40.0])  # uT: north and (down) vertical
 
 
-def _run(acc: np.ndarray, gyr: np.ndarray, mag: np.ndarray | None = None, beta: float = 0.1,
-         blocks: int = 1) -> dict[str, np.ndarray]:
+def _run(
+    acc: np.ndarray, gyr: np.ndarray, mag: np.ndarray | None = None, beta: float = 0.1, blocks: int = 1
+) -> dict[str, np.ndarray]:
     """Feed samples (n, 3) through an Orientation stage (in ``blocks`` pieces); outputs by name."""
     inputs = IMU + (MAG if mag is not None else ())
-    outs = ("roll", "pitch", "yaw", "lax", "lay", "laz") if mag is not None else ("roll", "pitch", "lax", "lay", "laz")
+    outs = (
+        ("roll", "pitch", "yaw", "lax", "lay", "laz")
+        if mag is not None
+        else ("roll", "pitch", "lax", "lay", "laz")
+    )
     rows = {c: i for i, c in enumerate(inputs + outs)}
     n = acc.shape[0]
     buf = np.zeros((len(rows), n))
@@ -37,7 +43,7 @@ def _run(acc: np.ndarray, gyr: np.ndarray, mag: np.ndarray | None = None, beta: 
         buf[6:9] = mag.T
     stage = Orientation(rows, outs, RATE, beta, use_mag=mag is not None)
     edges = np.linspace(0, n, blocks + 1).astype(int)
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         stage(buf, int(a), int(b))
     return {o: buf[rows[o]] for o in outs}
 
@@ -76,7 +82,9 @@ class TestOrientation:
         w = 0.5
         t = np.arange(int(2.5 * RATE)) / RATE  # pitch stays below 90 degrees
         angle = w * t
-        euler = np.stack([np.zeros_like(t), angle if axis == "pitch" else 0 * t, angle if axis == "roll" else 0 * t], 1)
+        euler = np.stack(
+            [np.zeros_like(t), angle if axis == "pitch" else 0 * t, angle if axis == "roll" else 0 * t], 1
+        )
         rots = Rotation.from_euler("ZYX", euler)
         acc = _sensor(rots, np.array([0, 0, G]))
         gyr = np.tile([w, 0, 0] if axis == "roll" else [0, w, 0], (t.size, 1))
@@ -89,16 +97,23 @@ class TestOrientation:
         w = 0.3
         t = np.arange(int(30 * RATE)) / RATE
         rots = Rotation.from_euler("ZYX", np.stack([w * t, 0 * t, 0 * t], 1))
-        r = _run(_sensor(rots, np.array([0, 0, G])), np.tile([0, 0, w], (t.size, 1)),
-                 _sensor(rots, EARTH_FIELD), blocks=13)
+        r = _run(
+            _sensor(rots, np.array([0, 0, G])),
+            np.tile([0, 0, w], (t.size, 1)),
+            _sensor(rots, EARTH_FIELD),
+            blocks=13,
+        )
         assert np.abs(_wrap(r["yaw"] - w * t)).max() < 2e-3
 
     def test_magnetometer_corrects_gyro_bias(self) -> None:
         """A gyro bias of 0.02 rad/s turns into a steady yaw error of only ~bias/beta (bounded): the field holds the heading."""
         n = int(60 * RATE)
         rot = Rotation.from_euler("ZYX", [1.0, 0.1, -0.2])
-        r = _run(np.tile(_sensor(rot, [0, 0, G]), (n, 1)), np.tile([0.0, 0.0, 0.02], (n, 1)),
-                 np.tile(_sensor(rot, EARTH_FIELD), (n, 1)))
+        r = _run(
+            np.tile(_sensor(rot, [0, 0, G]), (n, 1)),
+            np.tile([0.0, 0.0, 0.02], (n, 1)),
+            np.tile(_sensor(rot, EARTH_FIELD), (n, 1)),
+        )
         assert abs(_wrap(r["yaw"][-1] - 1.0)) < 0.05 and abs(r["roll"][-1] + 0.2) < 2e-3
 
     def test_linear_acceleration_is_gravity_free(self) -> None:
@@ -109,7 +124,7 @@ class TestOrientation:
         acc = np.tile(_sensor(rot, [0, 0, G]), (t.size, 1))
         acc[:, 0] += shake
         r = _run(acc, np.zeros((t.size, 3)), beta=0.02)
-        assert np.abs(r["lax"] - shake)[int(RATE):].max() < 0.08
+        assert np.abs(r["lax"] - shake)[int(RATE) :].max() < 0.08
         assert np.corrcoef(r["lax"], shake)[0, 1] > 0.99
 
     def test_yaw_needs_a_magnetometer(self) -> None:
@@ -128,7 +143,7 @@ def _stream(stage: Any, x: np.ndarray, window: int, hop: int, sizes: np.ndarray)
     for size in sizes:
         if i >= x.shape[0]:
             break
-        out += [v.data.copy() for v in w.push(t[i:i + size], x[i:i + size], cols)]
+        out += [v.data.copy() for v in w.push(t[i : i + size], x[i : i + size], cols)]
         i += size
     return out
 
@@ -140,11 +155,13 @@ class TestStreamState:
         x = rng.standard_normal((6000, 2)) + 4.0
         bp = BandPass([0, 1], [2, 3], 1000.0, [50.0, 200.0])
         wins = _stream(StreamStage([bp], 2), x, 512, 100, rng.integers(1, 700, 100))
-        ref = scipy.signal.sosfilt(bp.sos, x, axis=0, zi=scipy.signal.sosfilt_zi(bp.sos)[:, :, None] * x[0])[0]
+        ref = scipy.signal.sosfilt(bp.sos, x, axis=0, zi=scipy.signal.sosfilt_zi(bp.sos)[:, :, None] * x[0])[
+            0
+        ]
         ends = range(512, 6001, 100)
         assert len(wins) == len(ends)
         for data, e in zip(wins, ends, strict=True):
-            np.testing.assert_allclose(data[2:].T, ref[e - 512:e], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(data[2:].T, ref[e - 512 : e], rtol=0, atol=1e-12)
 
     def test_orientation_advances_once_per_sample(self) -> None:
         """With overlapping windows, the derived orientation rows equal one pass over the whole stream."""
@@ -162,7 +179,7 @@ class TestStreamState:
         ref = np.stack([whole[o] for o in outs], 1)
         for k, data in enumerate(wins):
             e = 256 + 64 * k
-            np.testing.assert_allclose(data[6:].T, ref[e - 256:e], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(data[6:].T, ref[e - 256 : e], rtol=0, atol=1e-12)
 
     def test_reset_starts_the_filters_again(self) -> None:
         """After Windower.reset (a new file), the stages start from scratch, as on a fresh stream."""
@@ -175,7 +192,12 @@ class TestStreamState:
         list(w.push(t, x, [0, DERIVED]))
         w.reset()
         again = [v.data.copy() for v in w.push(t, x[::-1].copy(), [0, DERIVED])]
-        fresh = _stream(StreamStage([BandPass([0], [1], 1000.0, [20.0, 100.0])], 1), x[::-1].copy(), 256, 256,
-                        np.array([3000]))
+        fresh = _stream(
+            StreamStage([BandPass([0], [1], 1000.0, [20.0, 100.0])], 1),
+            x[::-1].copy(),
+            256,
+            256,
+            np.array([3000]),
+        )
         for a, b in zip(again, fresh, strict=True):
             np.testing.assert_array_equal(a, b)

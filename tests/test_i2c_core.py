@@ -81,7 +81,7 @@ class TestRetries:
 
     def test_missing_chip_is_a_nack(self) -> None:
         """Nothing at the address: EREMOTEIO, as the Raspberry Pi's controller reports a NACK."""
-        bus, clock = _bus()
+        bus, _clock = _bus()
         with pytest.raises(OSError) as exc:
             bus.read_byte_data(0x21, 0)
         assert exc.value.errno == errno.EREMOTEIO

@@ -15,7 +15,13 @@ from drivers.simulator import MachineWorld, SimImu, SimLabeler
 from edged.app import StateLock, build_engine, checkpoint_meta
 from edged.config import load
 from edged.state import ModelStore, SeqStore, load_key
-from pipelines.learners import GaussianNBParams, HoeffdingTreeParams, LifecycleParams, LogisticParams, TaskModel
+from pipelines.learners import (
+    GaussianNBParams,
+    HoeffdingTreeParams,
+    LifecycleParams,
+    LogisticParams,
+    TaskModel,
+)
 from tests.conftest import REPO
 
 
@@ -29,8 +35,8 @@ def _config(tmp_path: Path, device: str = "gw-a") -> Path:
     p = tmp_path / f"{device}.toml"
     text = text.replace('dir = "state"', f'dir = "state-{device}"')
     # versions in these tests come from the test itself, not from drift on the simulator
-    text += "\n[tasks.activity.lifecycle]\ndrift_detector = \"none\"\n"
-    text += "\n[tasks.maintenance.lifecycle]\ndrift_detector = \"none\"\nanomaly_drift = false\n"
+    text += '\n[tasks.activity.lifecycle]\ndrift_detector = "none"\n'
+    text += '\n[tasks.maintenance.lifecycle]\ndrift_detector = "none"\nanomaly_drift = false\n'
     p.write_text(text)
     return p
 
@@ -61,8 +67,9 @@ def _train(cfg_path: Path, seconds: float, versions: int = 1) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edged", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +90,9 @@ class TestModelCli:
         assert act["n_learned"] > 100 and set(act["class_counts"]) <= {"off", "idle", "running"}
         assert 0 < act["metrics"]["accuracy"] <= 1 and "recent" in act["metrics"]
         assert act["reliance"]["kind"] in ("split_counts", "class_separation") and act["size_bytes"] > 0
-        assert act["reliance"]["features"] and all(name.count(".") >= 1 for name in act["reliance"]["features"])
+        assert act["reliance"]["features"] and all(
+            name.count(".") >= 1 for name in act["reliance"]["features"]
+        )
         assert len(act["payload_sha256"]) == 64
         text = _cli("model", "show", "-c", str(trained)).stdout
         assert "relies on" in text and "version 3" in text
@@ -119,7 +128,9 @@ class TestModelCli:
         key = tmp_path / "transfer.key"
         key.write_text("k" * 40)
         out = tmp_path / "activity.edgedmodel"
-        r = _cli("model", "export", "-c", str(trained), "--task", "activity", "--key-file", str(key), str(out))
+        r = _cli(
+            "model", "export", "-c", str(trained), "--task", "activity", "--key-file", str(key), str(out)
+        )
         assert r.returncode == 0, r.stderr
         other = _config(tmp_path, "gw-b")
         r = _cli("model", "import", "-c", str(other), "--key-file", str(key), str(out))
@@ -154,8 +165,11 @@ class TestLifecycle:
         """After the concept flips, ADWIN fires, a fresh challenger learns, and it replaces the
         champion only once it beats it by the margin; the promotion makes a new version."""
         rng = np.random.default_rng(0)
-        m = TaskModel("t", HoeffdingTreeParams(model="hoeffding_tree", grace_period=20),
-                      lifecycle=LifecycleParams(margin=0.1, min_windows=50))
+        m = TaskModel(
+            "t",
+            HoeffdingTreeParams(model="hoeffding_tree", grace_period=20),
+            lifecycle=LifecycleParams(margin=0.1, min_windows=50),
+        )
         for x, y in _stream(rng, 1500, flip=False):
             m.learn(x, y, m.predict(x)[0])
         assert m.version == 1 and not [e for e in m.events if e["kind"] == "drift"]
@@ -171,9 +185,13 @@ class TestLifecycle:
     def test_no_promotion_without_the_margin(self) -> None:
         """A challenger that is only as good as the champion never replaces it."""
         rng = np.random.default_rng(1)
-        m = TaskModel("t", GaussianNBParams(model="gaussian_nb"),
-                      lifecycle=LifecycleParams(challenger=GaussianNBParams(model="gaussian_nb"), margin=0.05,
-                                                min_windows=50))
+        m = TaskModel(
+            "t",
+            GaussianNBParams(model="gaussian_nb"),
+            lifecycle=LifecycleParams(
+                challenger=GaussianNBParams(model="gaussian_nb"), margin=0.05, min_windows=50
+            ),
+        )
         for x, y in _stream(rng, 2000, flip=False):
             m.learn(x, y, m.predict(x)[0])
         assert m.version == 1 and not [e for e in m.events if e["kind"] == "promotion"]
@@ -183,9 +201,16 @@ class TestLifecycle:
     def test_configured_challenger_of_another_kind_can_win(self) -> None:
         """A configured challenger (a different model) is promoted when it is better by the margin."""
         rng = np.random.default_rng(2)
-        m = TaskModel("t", GaussianNBParams(model="gaussian_nb"),
-                      lifecycle=LifecycleParams(challenger=LogisticParams(model="logistic", lr=0.5), margin=0.02,
-                                                min_windows=100, drift_detector="none"))
+        m = TaskModel(
+            "t",
+            GaussianNBParams(model="gaussian_nb"),
+            lifecycle=LifecycleParams(
+                challenger=LogisticParams(model="logistic", lr=0.5),
+                margin=0.02,
+                min_windows=100,
+                drift_detector="none",
+            ),
+        )
         # an XOR-free but non-Gaussian boundary: label by a + b > 1 (oblique), NB struggles
         for _ in range(3000):
             x = {"a": float(rng.uniform()), "b": float(rng.uniform())}
@@ -203,8 +228,11 @@ class TestBounded:
     def test_tree_memory_stays_within_its_bound(self) -> None:
         """A long stream: the tree's memory stays within max_size_mb (river's estimate, +10%)."""
         rng = np.random.default_rng(0)
-        m = TaskModel("t", HoeffdingTreeParams(model="hoeffding_tree", max_size_mb=1.0, grace_period=20, delta=0.01),
-                      lifecycle=LifecycleParams(drift_detector="none"))
+        m = TaskModel(
+            "t",
+            HoeffdingTreeParams(model="hoeffding_tree", max_size_mb=1.0, grace_period=20, delta=0.01),
+            lifecycle=LifecycleParams(drift_detector="none"),
+        )
         sizes = []
         for i in range(12_000):
             x = {f"f{j}": float(v) for j, v in enumerate(rng.standard_normal(30))}
@@ -222,8 +250,11 @@ class TestBounded:
         from pipelines.learners import HalfSpaceTreesParams
 
         rng = np.random.default_rng(3)
-        m = TaskModel("t", GaussianNBParams(model="gaussian_nb"),
-                      HalfSpaceTreesParams(model="half_space_trees", warmup=200, quantile=0.99, window_size=100))
+        m = TaskModel(
+            "t",
+            GaussianNBParams(model="gaussian_nb"),
+            HalfSpaceTreesParams(model="half_space_trees", warmup=200, quantile=0.99, window_size=100),
+        )
         for _ in range(3000):
             m.score({"a": float(rng.normal()), "b": float(rng.normal())})
         quiet = [e for e in m.events if e["kind"] == "drift"]

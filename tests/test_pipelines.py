@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -25,13 +27,13 @@ class TestWindower:
         for size in rng.integers(1, 700, size=100):
             if i >= 5000:
                 break
-            for win in w.push(t[i:i + size], x[i:i + size], [2, 0]):
+            for win in w.push(t[i : i + size], x[i : i + size], [2, 0]):
                 got.append((win.t_end, win.data.copy()))
             i += size
         ends = list(range(256, 5001, 100))
         assert [g[0] for g in got] == [t[e - 1] for e in ends]
         for (_, data), e in zip(got, ends, strict=True):
-            np.testing.assert_array_equal(data, x[e - 256:e][:, [2, 0]].T)
+            np.testing.assert_array_equal(data, x[e - 256 : e][:, [2, 0]].T)
 
     def test_missing_column_is_nan_row(self) -> None:
         """A column index of -1 yields a NaN row (context channel from another source)."""
@@ -42,7 +44,9 @@ class TestWindower:
     def test_label_of_window_is_label_of_last_sample(self) -> None:
         """The recorded-file rule."""
         w = Windower(rows=1, window=3, hop=3)
-        wins = list(w.push(np.arange(6.0), np.zeros((6, 1)), [0], np.array([0, 0, 1, 1, 1, -1], dtype=np.int32)))
+        wins = list(
+            w.push(np.arange(6.0), np.zeros((6, 1)), [0], np.array([0, 0, 1, 1, 1, -1], dtype=np.int32))
+        )
         assert [v.label for v in wins] == [1, -1]
 
 
@@ -51,8 +55,13 @@ class TestFeatures:
     def signal(self) -> np.ndarray:
         rng = np.random.default_rng(7)
         t = np.arange(1000) / 1000.0
-        return np.stack([rng.standard_normal(1000) * 2 + 1, np.sin(2 * np.pi * 50 * t) + 0.1 * rng.standard_normal(1000),
-                         rng.exponential(1.0, 1000)])
+        return np.stack(
+            [
+                rng.standard_normal(1000) * 2 + 1,
+                np.sin(2 * np.pi * 50 * t) + 0.1 * rng.standard_normal(1000),
+                rng.exponential(1.0, 1000),
+            ]
+        )
 
     def test_time_stats_match_numpy_and_scipy(self, signal: np.ndarray) -> None:
         """Each statistic equals its numpy/scipy reference (rtol 1e-9)."""
@@ -62,16 +71,29 @@ class TestFeatures:
             rms = np.sqrt(np.mean(x**2))
             d = x - x.mean()
             zc = np.count_nonzero(np.diff(np.sign(d[d != 0])) != 0) / (len(x) - 1)
-            ref = {"mean": x.mean(), "std": x.std(), "rms": rms, "min": x.min(), "max": x.max(), "ptp": np.ptp(x),
-                   "skew": scipy.stats.skew(x), "kurt": scipy.stats.kurtosis(x), "crest": np.abs(x).max() / rms,
-                   "zcr": zc}
+            ref = {
+                "mean": x.mean(),
+                "std": x.std(),
+                "rms": rms,
+                "min": x.min(),
+                "max": x.max(),
+                "ptp": np.ptp(x),
+                "skew": scipy.stats.skew(x),
+                "kurt": scipy.stats.kurtosis(x),
+                "crest": np.abs(x).max() / rms,
+                "zcr": zc,
+            }
             for s in STATS:
-                np.testing.assert_allclose(f[f"{name}.{s}"], ref[s], rtol=1e-9, atol=1e-12, err_msg=f"{name}.{s}")
+                np.testing.assert_allclose(
+                    f[f"{name}.{s}"], ref[s], rtol=1e-9, atol=1e-12, err_msg=f"{name}.{s}"
+                )
 
     def test_band_power_matches_numpy_fft(self, signal: np.ndarray) -> None:
         """Band powers equal the integral of a numpy Hann-window periodogram (rtol 1e-9)."""
         edges = (0.0, 10.0, 45.0, 55.0, 200.0, 500.0)
-        fx = FeatureExtractor(("a", "b", "c"), 1000.0, 1000, features=("bands",), bands_hz=edges, log_bands=False)
+        fx = FeatureExtractor(
+            ("a", "b", "c"), 1000.0, 1000, features=("bands",), bands_hz=edges, log_bands=False
+        )
         f = dict(zip(fx.names, fx.compute(signal), strict=True))
         w = np.hanning(1002)[1:-1]
         p = 1024
@@ -81,9 +103,11 @@ class TestFeatures:
             weight = np.full(spec.shape, 2.0)
             weight[0] = weight[-1] = 1.0
             psd = weight * spec / (p * np.sum(w**2))
-            for lo, hi in zip(edges, edges[1:], strict=False):
+            for lo, hi in itertools.pairwise(edges):
                 sel = (freqs >= lo) & ((freqs < hi) | ((hi == 500.0) & (freqs <= hi)))
-                np.testing.assert_allclose(f[f"{name}.band_{lo:g}_{hi:g}"], psd[sel].sum(), rtol=1e-9, atol=1e-15)
+                np.testing.assert_allclose(
+                    f[f"{name}.band_{lo:g}_{hi:g}"], psd[sel].sum(), rtol=1e-9, atol=1e-15
+                )
         # the 50 Hz sine puts its power in the 45-55 band
         assert f["b.band_45_55"] > 10 * f["b.band_55_200"]
 

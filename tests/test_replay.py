@@ -20,8 +20,13 @@ CONFIG = REPO / "examples" / "basic_motions.toml"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edged", "replay", "-c", str(CONFIG), *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edged", "replay", "-c", str(CONFIG), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 class TestReplay:
@@ -61,16 +66,24 @@ class TestReplay:
 
     def test_rate_mismatch_is_a_clear_error(self) -> None:
         """A recording at another rate than the config's sensor is refused, naming both."""
-        r = subprocess.run([sys.executable, "-m", "edged", "replay", "-c", str(REPO / "config.toml"), str(TRAIN)],
-                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "edged", "replay", "-c", str(REPO / "config.toml"), str(TRAIN)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
         assert r.returncode == 1
         assert "10 Hz" in r.stderr and "1000" in r.stderr
 
-    @pytest.mark.parametrize("body, msg", [
-        ("x,ax\n1,2\n", "first column must be 't'"),
-        ("t,ax,ay,az,gx,gy,gz\n1,0,0,0,0,0,0\n0.9,0,0,0,0,0,0\n", "goes backwards"),
-        ("t,ax,ay,az,gx,gy,gz\n1,0,0,zz,0,0,0\n", "not a number"),
-    ])
+    @pytest.mark.parametrize(
+        "body, msg",
+        [
+            ("x,ax\n1,2\n", "first column must be 't'"),
+            ("t,ax,ay,az,gx,gy,gz\n1,0,0,0,0,0,0\n0.9,0,0,0,0,0,0\n", "goes backwards"),
+            ("t,ax,ay,az,gx,gy,gz\n1,0,0,zz,0,0,0\n", "not a number"),
+        ],
+    )
     def test_malformed_files(self, tmp_path: Path, body: str, msg: str) -> None:
         """Malformed recordings give an error naming the problem (and row), not a traceback."""
         p = tmp_path / "bad.csv"
@@ -101,4 +114,7 @@ class TestPlot:
         hits = trace["tasks"]["activity"]["hits"]
         assert len(hits) == rep["tasks"]["activity"]["labelled"]
         assert sum(hits) / len(hits) == pytest.approx(rep["tasks"]["activity"]["accuracy"], abs=1e-6)
-        assert [name for _, name in trace["file_starts"]["activity"]] == ["stream_train.csv", "stream_test.csv"]
+        assert [name for _, name in trace["file_starts"]["activity"]] == [
+            "stream_train.csv",
+            "stream_test.csv",
+        ]

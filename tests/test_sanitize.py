@@ -75,7 +75,9 @@ class TestSchemas:
         _feed(engine, 6.0)
         engine.alert("state", problem="checkpoint_failed", error="No space left on device")
         engine.alert("sensor", sensor="imu", health="lost", reason="OSError: [Errno 121] Remote I/O error")
-        summary = SummaryPolicy(cfg.summary).apply(engine.summary(1_700_000_010.0, {"mqtt": {"connected": True}}))
+        summary = SummaryPolicy(cfg.summary).apply(
+            engine.summary(1_700_000_010.0, {"mqtt": {"connected": True}})
+        )
         payloads = [p for _, p, _ in engine.sink.sent] + [summary]
         kinds = {p["schema"] for p in payloads}
         assert kinds == {"edged.prediction.v1", "edged.alert.v1", "edged.summary.v1"}
@@ -85,22 +87,54 @@ class TestSchemas:
     def test_schemas_reject_what_the_contract_forbids(self) -> None:
         """A raw sample array in a summary channel, a negative seq or a missing field do not validate."""
         bad = [
-            ("summary.v1", {"schema": "edged.summary.v1", "device": "d", "from": 0, "to": 1, "tasks": {}, "counters": {},
-                            "channels": {"ax": {"count": 3, "mean": 0, "std": 0, "samples": [1.0, 2.0, 3.0]}}}),
-            ("prediction.v1", {"schema": "edged.prediction.v1", "device": "d", "task": "t", "ts": 1, "seq": -1,
-                               "label": None, "scores": {}, "model": {"version": 1, "n_learned": 0}}),
+            (
+                "summary.v1",
+                {
+                    "schema": "edged.summary.v1",
+                    "device": "d",
+                    "from": 0,
+                    "to": 1,
+                    "tasks": {},
+                    "counters": {},
+                    "channels": {"ax": {"count": 3, "mean": 0, "std": 0, "samples": [1.0, 2.0, 3.0]}},
+                },
+            ),
+            (
+                "prediction.v1",
+                {
+                    "schema": "edged.prediction.v1",
+                    "device": "d",
+                    "task": "t",
+                    "ts": 1,
+                    "seq": -1,
+                    "label": None,
+                    "scores": {},
+                    "model": {"version": 1, "n_learned": 0},
+                },
+            ),
             ("alert.v1", {"schema": "edged.alert.v1", "kind": "anomaly", "device": "d", "ts": 1}),
         ]
         for name, payload in bad:
             assert not VALIDATORS[name].is_valid(payload), name
 
     @settings(max_examples=400, deadline=None)
-    @given(st.one_of(
-        st.fixed_dictionaries({"label": st.text(max_size=70)}, optional={
-            "ts": st.floats() | st.integers(-5, 2 * 10**11), "from": st.floats(-10, 2e11), "to": st.floats(-10, 2e11),
-            "x": st.none()}),
-        st.dictionaries(st.sampled_from(["label", "ts", "from", "to"]), st.none() | st.booleans() | st.text(max_size=3)
-                        | st.floats())))
+    @given(
+        st.one_of(
+            st.fixed_dictionaries(
+                {"label": st.text(max_size=70)},
+                optional={
+                    "ts": st.floats() | st.integers(-5, 2 * 10**11),
+                    "from": st.floats(-10, 2e11),
+                    "to": st.floats(-10, 2e11),
+                    "x": st.none(),
+                },
+            ),
+            st.dictionaries(
+                st.sampled_from(["label", "ts", "from", "to"]),
+                st.none() | st.booleans() | st.text(max_size=3) | st.floats(),
+            ),
+        )
+    )
     def test_label_schema_and_label_validator_agree(self, msg: dict[str, Any]) -> None:
         """The published label schema accepts exactly what the service accepts (apart from 'to' before
         'from', which JSON Schema cannot express)."""
@@ -122,10 +156,16 @@ class TestPolicy:
         no configured identifier (device id, client id, user, host, file paths), only stepped numbers."""
         text = (REPO / "config.toml").read_text()
         text = text.replace('id = "sim-gateway-01"', 'id = "plant7-press-0042"')
-        text = text.replace('host = "127.0.0.1"', 'host = "mqtt.plant7.example"\nclient_id = "edged-serial-XK42"\n'
-                            'username = "plant7-press-0042-user"\npassword_file = "/etc/edged/pw-Q9"')
-        text = text.replace("interval_s = 30", 'interval_s = 30\npseudonymize = true\nmin_count = 5\n'
-                            'round_step = {default = 0.01, temperature = 0.5, pressure = 10}')
+        text = text.replace(
+            'host = "127.0.0.1"',
+            'host = "mqtt.plant7.example"\nclient_id = "edged-serial-XK42"\n'
+            'username = "plant7-press-0042-user"\npassword_file = "/etc/edged/pw-Q9"',
+        )
+        text = text.replace(
+            "interval_s = 30",
+            "interval_s = 30\npseudonymize = true\nmin_count = 5\n"
+            "round_step = {default = 0.01, temperature = 0.5, pressure = 10}",
+        )
         cfg_path = tmp_path / "edged.toml"
         cfg_path.write_text(text.replace('dir = "state"', f'dir = "{tmp_path / "state"}"'))
         cfg, _ = load(str(cfg_path))
@@ -138,7 +178,8 @@ class TestPolicy:
         for ident in ("plant7-press-0042", "edged-serial-XK42", "mqtt.plant7.example", "pw-Q9", "plant7"):
             assert ident not in blob, ident
         assert summary["device"] == pseudonym(b"k" * 32, "plant7-press-0042") and re.fullmatch(
-            r"gw-[0-9a-f]{16}", summary["device"])
+            r"gw-[0-9a-f]{16}", summary["device"]
+        )
         raw_set = set(raw.tolist())
         assert not raw_set & set(_numbers(summary)), "a raw sample value leaked into the summary"
         for ch, agg in summary["channels"].items():
@@ -153,8 +194,15 @@ class TestPolicy:
         """Mean and std get Laplace noise of scale sensitivity/(epsilon/2); min/max are not published."""
         cfg = SummaryConfig(noise=NoiseConfig(epsilon=1.0, bounds={"ax": [-20.0, 20.0]}), min_count=1)
         policy = SummaryPolicy(cfg, rng=np.random.default_rng(5))
-        payload = {"schema": "edged.summary.v1", "device": "d", "from": 0, "to": 1, "tasks": {}, "counters": {},
-                   "channels": {"ax": {"count": 400, "mean": 1.0, "std": 10.0, "min": -5.0, "max": 7.0}}}
+        payload = {
+            "schema": "edged.summary.v1",
+            "device": "d",
+            "from": 0,
+            "to": 1,
+            "tasks": {},
+            "counters": {},
+            "channels": {"ax": {"count": 400, "mean": 1.0, "std": 10.0, "min": -5.0, "max": 7.0}},
+        }
         draws = [policy.apply(payload)["channels"]["ax"] for _ in range(4000)]
         means = np.array([d["mean"] for d in draws]) - 1.0
         stds = np.array([d["std"] for d in draws]) - 10.0  # clipping to [0, 20] only touches |noise| > 10
@@ -167,8 +215,11 @@ class TestPolicy:
     def test_engine_clips_samples_before_aggregating_when_noise_is_on(self) -> None:
         """With noise bounds the aggregate sees clipped samples, so one wild sample moves the mean by at
         most (hi - lo)/n, the sensitivity the noise is scaled for."""
-        bounds = {ch: (-50.0, 50.0) for ch in IMU} | {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0),
-                                                       "pressure": (3e4, 1.1e5)}
+        bounds = {ch: (-50.0, 50.0) for ch in IMU} | {
+            "temperature": (-40.0, 125.0),
+            "humidity": (0.0, 100.0),
+            "pressure": (3e4, 1.1e5),
+        }
         _, engine = _engine({"noise": {"epsilon": 1.0, "bounds": {k: list(v) for k, v in bounds.items()}}})
         x = np.zeros((1000, 6))
         x[10, 0] = 1e9

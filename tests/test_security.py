@@ -45,7 +45,9 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "test-gw", GW_PASSWORD], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(pw), "factory", FACTORY_PASSWORD], check=True)
     acl = tmp_path / "acl"
-    acl.write_text((REPO / "systemd" / "mosquitto-edged.acl").read_text() + "\nuser factory\ntopic readwrite #\n")
+    acl.write_text(
+        (REPO / "systemd" / "mosquitto-edged.acl").read_text() + "\nuser factory\ntopic readwrite #\n"
+    )
     mtls, tls = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"""user {getpass.getuser()}
@@ -76,7 +78,9 @@ tls_version tlsv1.2
 
 
 def _factory(sb: SecureBroker) -> Recorder:
-    return Recorder(sb.tls_port, host="localhost", username="factory", password=FACTORY_PASSWORD, ca=sb.pki.ca)
+    return Recorder(
+        sb.tls_port, host="localhost", username="factory", password=FACTORY_PASSWORD, ca=sb.pki.ca
+    )
 
 
 def _mqtt_section(port: int, host: str = "localhost", extra: str = "") -> str:
@@ -91,7 +95,9 @@ class TestCredentials:
             load(str(cfg))
         assert "mqtt.password: unknown key" in exc.value.problems
 
-    def test_password_file_then_systemd_credential(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_password_file_then_systemd_credential(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The password comes from password_file, else $CREDENTIALS_DIRECTORY/edged-mqtt-password;
         one trailing newline is stripped; the repr never shows it."""
         f = tmp_path / "pw"
@@ -107,8 +113,15 @@ class TestCredentials:
         monkeypatch.delenv("CREDENTIALS_DIRECTORY")
         assert mqtt_auth(MqttConfig(username="u")).password is None
 
-    @pytest.mark.parametrize("content, problem", [(None, "cannot read"), ("", "one non-empty line"),
-                                                   ("a\nb\n", "one non-empty line"), (b"\xff\xfe", "not UTF-8")])
+    @pytest.mark.parametrize(
+        "content, problem",
+        [
+            (None, "cannot read"),
+            ("", "one non-empty line"),
+            ("a\nb\n", "one non-empty line"),
+            (b"\xff\xfe", "not UTF-8"),
+        ],
+    )
     def test_bad_password_files_are_config_errors(self, tmp_path: Path, content: Any, problem: str) -> None:
         """A missing, empty, multi-line or binary password file is a config error naming the key."""
         f = tmp_path / "pw"
@@ -120,12 +133,14 @@ class TestCredentials:
 
     def test_tls_files_that_do_not_load_are_config_errors(self, tmp_path: Path) -> None:
         """An unreadable CA or a certificate without its key is reported with the key path."""
-        with pytest.raises(ConfigError, match="mqtt.tls.ca_file"):
+        with pytest.raises(ConfigError, match=r"mqtt\.tls\.ca_file"):
             tls_context(TlsConfig(ca_file=str(tmp_path / "nope.pem")))
         pki = make_pki(tmp_path / "pki")
-        with pytest.raises(ConfigError, match="mqtt.tls.cert_file"):
+        with pytest.raises(ConfigError, match=r"mqtt\.tls\.cert_file"):
             tls_context(TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert)))
-        ctx = tls_context(TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)))
+        ctx = tls_context(
+            TlsConfig(ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key))
+        )
         assert ctx is not None and ctx.check_hostname
 
 
@@ -133,8 +148,9 @@ pytestmark = pytest.mark.broker
 
 
 class TestAgainstMosquitto:
-    def test_tls_client_cert_password_and_acl_end_to_end(self, tmp_path: Path, secure_broker: SecureBroker,
-                                                         service_factory: Any) -> None:
+    def test_tls_client_cert_password_and_acl_end_to_end(
+        self, tmp_path: Path, secure_broker: SecureBroker, service_factory: Any
+    ) -> None:
         """With the right CA, client certificate and password (as systemd credentials) the service
         publishes and receives labels through the ACL; the password shows up in no log, argv or env."""
         sb = secure_broker
@@ -145,26 +161,37 @@ class TestAgainstMosquitto:
         for p in creds.iterdir():
             p.chmod(0o400)
         tls = f'\n[mqtt.tls]\nca_file = "{sb.pki.ca}"\ncert_file = "{sb.pki.client_cert}"\n'
-        cfg = sim_config(tmp_path, sb.mtls_port, mqtt=_mqtt_section(sb.mtls_port, extra=tls),
-                         simulator="seed = 3\nlabel_every_s = 0")
+        cfg = sim_config(
+            tmp_path,
+            sb.mtls_port,
+            mqtt=_mqtt_section(sb.mtls_port, extra=tls),
+            simulator="seed = 3\nlabel_every_s = 0",
+        )
         rec = _factory(sb)
         svc = service_factory(cfg)
         svc.env["CREDENTIALS_DIRECTORY"] = str(creds)
         try:
             svc.start()
-            assert rec.wait_for(lambda m: len([x for x in m if "/prediction/activity" in x[0]]) >= 3, timeout=60), \
-                svc.logs()[-5:]
+            assert rec.wait_for(
+                lambda m: len([x for x in m if "/prediction/activity" in x[0]]) >= 3, timeout=60
+            ), svc.logs()[-5:]
             first = rec.topic("/prediction/activity")[0]
-            rec.publish("edged/test-gw/label/activity",
-                        f'{{"label": "running", "from": {first["ts"] - 1}, "to": {time.time() + 5}}}')
-            assert rec.wait_for(lambda m: any("/prediction/activity" in t and p["model"]["n_learned"] > 0
-                                              for t, p, _ in m), timeout=30), "label did not get through the ACL"
+            rec.publish(
+                "edged/test-gw/label/activity",
+                f'{{"label": "running", "from": {first["ts"] - 1}, "to": {time.time() + 5}}}',
+            )
+            assert rec.wait_for(
+                lambda m: any("/prediction/activity" in t and p["model"]["n_learned"] > 0 for t, p, _ in m),
+                timeout=30,
+            ), "label did not get through the ACL"
             assert svc.proc is not None
             pid = svc.proc.pid
             assert GW_PASSWORD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
             assert GW_PASSWORD.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
             assert svc.stop() == 0
-            assert rec.wait_for(lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m))
+            assert rec.wait_for(
+                lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
+            )
         finally:
             rec.close()
         assert GW_PASSWORD not in svc.log_path.read_text()
@@ -179,7 +206,9 @@ class TestAgainstMosquitto:
         got: list[str] = []
         acks: dict[int, str] = {}
         rogue = paho.Client(CallbackAPIVersion.VERSION2, client_id="rogue", protocol=paho.MQTTv5)
-        rogue.tls_set(ca_certs=str(sb.pki.ca), certfile=str(sb.pki.client_cert), keyfile=str(sb.pki.client_key))
+        rogue.tls_set(
+            ca_certs=str(sb.pki.ca), certfile=str(sb.pki.client_cert), keyfile=str(sb.pki.client_key)
+        )
         rogue.username_pw_set("test-gw", GW_PASSWORD)
         rogue.on_publish = lambda c, u, mid, rc, p: acks.__setitem__(mid, str(rc))
         rogue.on_message = lambda c, u, m: got.append(m.topic)
@@ -193,28 +222,41 @@ class TestAgainstMosquitto:
                 rogue.subscribe(t, qos=1)
                 assert subscribed.wait(5)
             mids = {}
-            for topic in ("edged/other-gw/prediction/activity", "plant/line1/cmd", "edged/test-gw/label/activity",
-                          "edged/test-gw/prediction/activity"):
+            for topic in (
+                "edged/other-gw/prediction/activity",
+                "plant/line1/cmd",
+                "edged/test-gw/label/activity",
+                "edged/test-gw/prediction/activity",
+            ):
                 info = rogue.publish(topic, b'{"x": 1}', qos=1)
                 info.wait_for_publish(5)
                 mids[topic] = info.mid
             rec.publish("edged/other-gw/label/activity", b'{"label": "a", "ts": 1}')
             rec.publish("edged/test-gw/label/activity", b'{"label": "b", "ts": 1}')
-            assert rec.wait_for(lambda m: any(t == "edged/test-gw/prediction/activity" for t, _, _ in m), timeout=5)
+            assert rec.wait_for(
+                lambda m: any(t == "edged/test-gw/prediction/activity" for t, _, _ in m), timeout=5
+            )
             time.sleep(0.5)
             seen = {t for t, _, _ in rec.messages}
             assert "edged/other-gw/prediction/activity" not in seen and "plant/line1/cmd" not in seen
-            for topic in ("edged/other-gw/prediction/activity", "plant/line1/cmd", "edged/test-gw/label/activity"):
+            for topic in (
+                "edged/other-gw/prediction/activity",
+                "plant/line1/cmd",
+                "edged/test-gw/label/activity",
+            ):
                 assert acks[mids[topic]] == "Not authorized", (topic, acks)
             assert acks[mids["edged/test-gw/prediction/activity"]] == "Success"
-            assert set(got) == {"edged/test-gw/label/activity"}  # only its own label topic is readable (via # too)
+            assert set(got) == {
+                "edged/test-gw/label/activity"
+            }  # only its own label topic is readable (via # too)
         finally:
             rogue.loop_stop()
             rogue.disconnect()
             rec.close()
 
     def test_wrong_password_is_refused_clearly_and_the_service_keeps_running(
-            self, tmp_path: Path, secure_broker: SecureBroker, service_factory: Any) -> None:
+        self, tmp_path: Path, secure_broker: SecureBroker, service_factory: Any
+    ) -> None:
         """Refused credentials: logged with the broker's reason, retried with backoff, the service keeps
         sampling and spooling, and stops cleanly (exit 0) with its messages still on disk."""
         sb = secure_broker
@@ -238,23 +280,47 @@ class TestAgainstMosquitto:
         assert db.execute("SELECT COUNT(*) FROM msg WHERE kind = 'prediction'").fetchone()[0] > 0
         assert "not-the-password" not in svc.log_path.read_text()
 
-    @pytest.mark.parametrize("host, ca, verify, works, cause", [
-        ("127.0.0.1", "ca", True, False, "mismatch"),  # certificate is for localhost only
-        ("127.0.0.1", "ca", False, True, None),
-        ("localhost", "other_ca", True, False, "self-signed certificate in certificate chain"),
-        ("localhost", "ca", True, True, None),
-    ])
-    def test_broker_certificate_is_verified_including_hostname(self, tmp_path: Path, secure_broker: SecureBroker,
-                                                                host: str, ca: str, verify: bool, works: bool,
-                                                                cause: str | None) -> None:
+    @pytest.mark.parametrize(
+        "host, ca, verify, works, cause",
+        [
+            ("127.0.0.1", "ca", True, False, "mismatch"),  # certificate is for localhost only
+            ("127.0.0.1", "ca", False, True, None),
+            ("localhost", "other_ca", True, False, "self-signed certificate in certificate chain"),
+            ("localhost", "ca", True, True, None),
+        ],
+    )
+    def test_broker_certificate_is_verified_including_hostname(
+        self,
+        tmp_path: Path,
+        secure_broker: SecureBroker,
+        host: str,
+        ca: str,
+        verify: bool,
+        works: bool,
+        cause: str | None,
+    ) -> None:
         """Hostname verification is on by default; a wrong host or an unknown CA never connects, and the
         log says why."""
         sb = secure_broker
-        cfg = MqttConfig(host=host, port=sb.tls_port, username="test-gw", reconnect_min_s=1, reconnect_max_s=1,
-                         tls=TlsConfig(ca_file=str(getattr(sb.pki, ca)), verify_hostname=verify))
+        cfg = MqttConfig(
+            host=host,
+            port=sb.tls_port,
+            username="test-gw",
+            reconnect_min_s=1,
+            reconnect_max_s=1,
+            tls=TlsConfig(ca_file=str(getattr(sb.pki, ca)), verify_hostname=verify),
+        )
         spool = Spool(tmp_path / "spool.db")
-        pub = Publisher(cfg, "test-gw", lambda s: {"schema": "edged.status.v1", "state": s}, lambda t, p: None,
-                        spool, tls=tls_context(cfg.tls), username="test-gw", password=GW_PASSWORD)
+        pub = Publisher(
+            cfg,
+            "test-gw",
+            lambda s: {"schema": "edged.status.v1", "state": s},
+            lambda t, p: None,
+            spool,
+            tls=tls_context(cfg.tls),
+            username="test-gw",
+            password=GW_PASSWORD,
+        )
         with structlog.testing.capture_logs() as logs:
             pub.start()
             deadline = time.monotonic() + 6

@@ -64,8 +64,13 @@ class TestConfig:
     def test_lsm_rates_are_the_chip_odrs(self) -> None:
         """LSM6 rates must be output data rates the chip has, and fit the bus."""
         raw = _raw()
-        raw["sensors"]["imu"] = {"driver": "lsm6dsox", "bus": 1, "address": 0x6A, "rate_hz": 1000,
-                                 "channels": ["ax", "ay", "az", "gx", "gy", "gz"]}
+        raw["sensors"]["imu"] = {
+            "driver": "lsm6dsox",
+            "bus": 1,
+            "address": 0x6A,
+            "rate_hz": 1000,
+            "channels": ["ax", "ay", "az", "gx", "gy", "gz"],
+        }
         assert any("output data rates" in p for p in _problems(raw))
         raw["sensors"]["imu"]["rate_hz"] = 3333
         assert any("400 kHz" in p for p in _problems(raw))
@@ -79,14 +84,31 @@ class TestScan:
     def test_identifies_every_supported_chip(self) -> None:
         """Every emulated chip is found at its address and named by its ID; an unknown chip answers
         but stays unnamed; empty addresses are not listed."""
-        bus = EmulatedBus({0x68: EmuMpu("mpu6050"), 0x69: EmuMpu("mpu9250"), 0x6A: EmuLsm6dsox(),
-                           0x6B: EmuLsm6ds3(), 0x76: EmuBosch(), 0x77: EmuBosch(humidity=False),
-                           0x44: EmuSht3x(), 0x45: EmuSht4x(), 0x50: RegisterChip()})
+        bus = EmulatedBus(
+            {
+                0x68: EmuMpu("mpu6050"),
+                0x69: EmuMpu("mpu9250"),
+                0x6A: EmuLsm6dsox(),
+                0x6B: EmuLsm6ds3(),
+                0x76: EmuBosch(),
+                0x77: EmuBosch(humidity=False),
+                0x44: EmuSht3x(),
+                0x45: EmuSht4x(),
+                0x50: RegisterChip(),
+            }
+        )
         found = {f.address: (f.driver, f.part) for f in scan(bus, drivers.CHIPS)}
-        assert found == {0x44: ("sht3x", "SHT3x"), 0x45: ("sht4x", "SHT4x (serial 305419896)"),
-                         0x50: (None, None), 0x68: ("mpu6050", "MPU-6050"), 0x69: ("mpu6500", "MPU-9250"),
-                         0x6A: ("lsm6dsox", "LSM6DSOX/LSM6DSO"), 0x6B: ("lsm6ds3", "LSM6DS3"),
-                         0x76: ("bme280", "BME280"), 0x77: ("bmp280", "BMP280")}
+        assert found == {
+            0x44: ("sht3x", "SHT3x"),
+            0x45: ("sht4x", "SHT4x (serial 305419896)"),
+            0x50: (None, None),
+            0x68: ("mpu6050", "MPU-6050"),
+            0x69: ("mpu6500", "MPU-9250"),
+            0x6A: ("lsm6dsox", "LSM6DSOX/LSM6DSO"),
+            0x6B: ("lsm6ds3", "LSM6DS3"),
+            0x76: ("bme280", "BME280"),
+            0x77: ("bmp280", "BMP280"),
+        }
         assert ("read_byte", 0x50) in bus.log  # EEPROM range: probed by a read, as i2cdetect does
 
     def test_cli_against_the_emulated_bus(self) -> None:
@@ -98,7 +120,9 @@ class TestScan:
         assert lines[0].split() == ["BUS", "ADDRESS", "CHIP", "DRIVER", "SENSOR", "STATUS"]
         assert lines[1].split() == ["sim", "0x68", "MPU-6050", "mpu6050", "imu", "ok"]
         assert lines[2].split() == ["sim", "0x76", "BME280", "bme280", "env", "ok"]
-        r = subprocess.run(cmd + ["--json", "--bus", "250"], capture_output=True, text=True, cwd=REPO, timeout=60)
+        r = subprocess.run(
+            [*cmd, "--json", "--bus", "250"], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
         assert r.returncode == 1 and "bus 250" in r.stderr  # no /dev/i2c-250 here: a clear error
 
 

@@ -61,10 +61,11 @@ bands_hz = [5, 20, 40, 60, 100, 200, 250]
 
 def _config(tmp_path: Path, port: int) -> Path:
     p = tmp_path / "chips.toml"
-    p.write_text(f'[device]\nid = "chips"\n[mqtt]\nport = {port}\nreconnect_min_s = 1\nreconnect_max_s = 2\n'
-                 '[state]\ndir = "state"\ncheckpoint_interval_s = 60\n[summary]\ninterval_s = 1\nmin_count = 1  # a 2 Hz sensor has 1-2 samples a summary\n'
-                 '[simulator]\nseed = 5\nlabel_every_s = 1\nstate_min_s = 3\nstate_max_s = 5\n'
-                 + CHIP_SENSORS + TASKS)
+    p.write_text(
+        f'[device]\nid = "chips"\n[mqtt]\nport = {port}\nreconnect_min_s = 1\nreconnect_max_s = 2\n'
+        '[state]\ndir = "state"\ncheckpoint_interval_s = 60\n[summary]\ninterval_s = 1\nmin_count = 1  # a 2 Hz sensor has 1-2 samples a summary\n'
+        "[simulator]\nseed = 5\nlabel_every_s = 1\nstate_min_s = 3\nstate_max_s = 5\n" + CHIP_SENSORS + TASKS
+    )
     return p
 
 
@@ -132,7 +133,11 @@ class TestChipsInTheService:
 
         summaries = recorder.topic("/summary")
         final = summaries[-1]["sensors"]
-        assert final["imu"]["health"] == "ok" and final["env"]["health"] == "ok" and final["th"]["health"] == "ok"
+        assert (
+            final["imu"]["health"] == "ok"
+            and final["env"]["health"] == "ok"
+            and final["th"]["health"] == "ok"
+        )
         assert final["imu"]["reinits"] == 1 and final["imu"]["stuck_samples"] > 0  # counters since start
         env_counts = [s["channels"].get("pressure", {}).get("count", 0) for s in summaries]
         assert all(c > 0 for c in env_counts[1:-1]), env_counts  # env kept reporting through the faults
@@ -140,26 +145,43 @@ class TestChipsInTheService:
         preds = recorder.topic("/prediction/activity")
         assert [p["seq"] for p in preds] == list(range(len(preds)))
         status = [p for t, p, _ in recorder.messages if t.endswith("/status")]
-        assert status[-1]["state"] == "offline" and status[-1]["sensors"] == {"imu": "ok", "env": "ok", "th": "ok"}
+        assert status[-1]["state"] == "offline" and status[-1]["sensors"] == {
+            "imu": "ok",
+            "env": "ok",
+            "th": "ok",
+        }
 
-    def test_shipped_config_runs_on_emulated_chips(self, tmp_path: Path, broker: Broker, recorder: Recorder,
-                                                   service_factory: Any) -> None:
+    def test_shipped_config_runs_on_emulated_chips(
+        self, tmp_path: Path, broker: Broker, recorder: Recorder, service_factory: Any
+    ) -> None:
         """`edged run` on config.toml (only the broker port changed): the emulated MPU-6050 at 1 kHz
         and BME280 deliver samples, predictions flow, the sensors are healthy."""
         text = (REPO / "config.toml").read_text().replace("port = 1883", f"port = {broker.port}")
-        text = text.replace("interval_s = 30", "interval_s = 2\nmin_count = 1")  # 1 Hz env: 2 samples a summary
+        text = text.replace(
+            "interval_s = 30", "interval_s = 2\nmin_count = 1"
+        )  # 1 Hz env: 2 samples a summary
         cfg = tmp_path / "config.toml"
         cfg.write_text(text)
         svc = service_factory(cfg)
         svc.start()
-        assert recorder.wait_for(lambda m: len([x for x in m if x[0].endswith("/summary")]) >= 2
-                                 and any("/prediction/maintenance" in x[0] for x in m), timeout=60), svc.logs()[-5:]
+        assert recorder.wait_for(
+            lambda m: (
+                len([x for x in m if x[0].endswith("/summary")]) >= 2
+                and any("/prediction/maintenance" in x[0] for x in m)
+            ),
+            timeout=60,
+        ), svc.logs()[-5:]
         assert svc.stop() == 0
         final = recorder.topic("/summary")[-1]
-        assert final["sensors"]["imu"]["health"] == "ok" and final["sensors"]["env"]["health"] == "ok", \
-            (final["sensors"], recorder.topic("/alert"))
+        assert final["sensors"]["imu"]["health"] == "ok" and final["sensors"]["env"]["health"] == "ok", (
+            final["sensors"],
+            recorder.topic("/alert"),
+        )
         assert final["sensors"]["imu"].get("fifo_overflows", 0) == 0
-        counts = [s["channels"]["az"]["count"] / max(1e-9, s["to"] - s["from"]) for s in recorder.topic("/summary")[1:-1]]
+        counts = [
+            s["channels"]["az"]["count"] / max(1e-9, s["to"] - s["from"])
+            for s in recorder.topic("/summary")[1:-1]
+        ]
         assert all(900 < c < 1100 for c in counts), counts  # 1 kHz through the FIFO
         assert 9.0 < final["channels"]["az"]["mean"] < 10.5
         assert all(s["channels"]["pressure"]["count"] > 0 for s in recorder.topic("/summary")[:-1])

@@ -76,12 +76,14 @@ class TestBounds:
         s2.put("a1", b"", "alert")
         s2.put("a2", b"", "alert")
         assert not s2.put("p", b"", "prediction")  # nothing less important to drop: it goes itself
-        assert [m.topic for m in drain(s2)] == ["a1", "a2"] and s2.stats()["dropped"] == {"prediction": {"full": 1}}
+        assert [m.topic for m in drain(s2)] == ["a1", "a2"] and s2.stats()["dropped"] == {
+            "prediction": {"full": 1}
+        }
 
     def test_size_bound_and_persisted_counters(self, tmp_path: Path) -> None:
         """``max_bytes`` bounds the payload bytes kept; drop counts survive a restart."""
         s = Spool(tmp_path / "spool.db", SpoolLimits(max_bytes=10_000))
-        for i in range(50):
+        for _i in range(50):
             s.put("p", b"x" * 999, "prediction")
         assert s.stats()["queued_bytes"] <= 10_000 and len(s) == 10
         s.close()
@@ -98,7 +100,9 @@ class TestBounds:
         assert [m.topic for m in handed] == ["p0", "p1"]
         assert [m.topic for m in drain(s)] == ["p3"]
 
-    def test_age_uses_service_time_not_the_wall_clock(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_age_uses_service_time_not_the_wall_clock(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Messages older than max_age (spool clock, accumulated across restarts) expire, counted; a wall
         clock jump of years expires nothing."""
         clock = FakeClock()
@@ -141,8 +145,12 @@ class TestCrashSafety:
         """A writer SIGKILLed mid-stream: every spooled prediction is there, seq 0..k-1 without a hole,
         and the next seq after restart is exactly k (no false gap, no repeat)."""
         db, floor = tmp_path / "spool.db", tmp_path / "seq.json"
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(floor)], stdout=subprocess.PIPE,
-                                cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), str(floor)],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
@@ -166,7 +174,9 @@ class TestCrashSafety:
         seq2 = SpoolSeq(Spool(tmp_path / "spool.db"), tmp_path / "seq.json")
         assert seq2.source == "seq.json" and seq2.next("a") > max(issued)
 
-    @pytest.mark.parametrize("garbage", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 5000])
+    @pytest.mark.parametrize(
+        "garbage", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 5000]
+    )
     def test_corrupt_spool_is_moved_aside_and_replaced(self, tmp_path: Path, garbage: bytes) -> None:
         """An unreadable spool file is reported and moved aside; a fresh spool works (no crash loop)."""
         (tmp_path / "spool.db").write_bytes(garbage)
@@ -177,7 +187,9 @@ class TestCrashSafety:
 
 
 class TestFullDisk:
-    def test_full_disk_keeps_alerts_in_memory_drops_predictions_and_recovers_in_order(self, small_fs: Path) -> None:
+    def test_full_disk_keeps_alerts_in_memory_drops_predictions_and_recovers_in_order(
+        self, small_fs: Path
+    ) -> None:
         """ENOSPC on a real tmpfs: alerts and summaries wait in memory, predictions are dropped and
         counted (their seq cannot be made durable); once space is back the memory queue moves to
         disk after the disk backlog, in order, and the counters are written."""
@@ -186,7 +198,7 @@ class TestFullDisk:
         s.put("before", b"b" * 100, "prediction")
         filler = fill(small_fs)
         results = []
-        for i in range(400):  # enough to need new pages on a full disk
+        for _i in range(400):  # enough to need new pages on a full disk
             n = seq.next("a")
             results.append(s.put(f"p{n}", b"y" * 2000, "prediction"))
             if s.unwritable:

@@ -14,8 +14,12 @@ from pipelines.learners import HalfSpaceTreesParams, HoeffdingTreeParams, TaskMo
 
 
 def _model(n: int = 3) -> TaskModel:
-    m = TaskModel("activity", HoeffdingTreeParams(model="hoeffding_tree"),
-                  HalfSpaceTreesParams(model="half_space_trees", warmup=0), fingerprint="fp1")
+    m = TaskModel(
+        "activity",
+        HoeffdingTreeParams(model="hoeffding_tree"),
+        HalfSpaceTreesParams(model="half_space_trees", warmup=0),
+        fingerprint="fp1",
+    )
     for i in range(n):
         x = {"a": float(i % 2), "b": 1.0 - i % 2}
         m.score(x)
@@ -32,10 +36,15 @@ class TestCheckpoints:
     def test_roundtrip(self, store: ModelStore) -> None:
         """A saved model loads back with its learned state."""
         m = _model(10)
-        store.save("activity", m, {"version": m.version, "fingerprint": m.fingerprint, "n_learned": m.n_learned})
+        store.save(
+            "activity", m, {"version": m.version, "fingerprint": m.fingerprint, "n_learned": m.n_learned}
+        )
         ckpt, loaded, problems = store.load_latest("activity", "fp1")
         assert problems == [] and ckpt is not None
-        assert loaded.n_learned == 10 and loaded.predict({"a": 1.0, "b": 0.0})[0] == m.predict({"a": 1.0, "b": 0.0})[0]
+        assert (
+            loaded.n_learned == 10
+            and loaded.predict({"a": 1.0, "b": 0.0})[0] == m.predict({"a": 1.0, "b": 0.0})[0]
+        )
         assert ckpt.header["n_learned"] == 10
 
     def test_key_file_is_private(self, tmp_path: Path, store: ModelStore) -> None:
@@ -115,11 +124,17 @@ class TestCheckpoints:
         for v in (1, 1, 2, 2, 2, 3, 4):
             store.save("activity", _model(1), {"fingerprint": "fp1", "version": v})
         assert [p.name for p in store.files("activity")] == [
-            "ckpt-00000007-v4.edgedmodel", "ckpt-00000006-v3.edgedmodel", "ckpt-00000005-v2.edgedmodel"]
+            "ckpt-00000007-v4.edgedmodel",
+            "ckpt-00000006-v3.edgedmodel",
+            "ckpt-00000005-v2.edgedmodel",
+        ]
         store.save("activity", _model(1), {"fingerprint": "fp1", "version": 4})
         assert [p.name for p in store.files("activity")] == [
-            "ckpt-00000008-v4.edgedmodel", "ckpt-00000007-v4.edgedmodel", "ckpt-00000006-v3.edgedmodel",
-            "ckpt-00000005-v2.edgedmodel"]
+            "ckpt-00000008-v4.edgedmodel",
+            "ckpt-00000007-v4.edgedmodel",
+            "ckpt-00000006-v3.edgedmodel",
+            "ckpt-00000005-v2.edgedmodel",
+        ]
         hist, problems = store.history("activity")
         assert [c.header["version"] for c in hist] == [4, 3, 2] and not problems
         assert store.find_version("activity", 3).name == "ckpt-00000006-v3.edgedmodel"
@@ -155,7 +170,9 @@ class TestSeq:
         resumed = SeqStore(tmp_path / "seq.json", reserve=10).next("a")
         assert resumed > max(issued)
 
-    @pytest.mark.parametrize("content", ["{", '{"next": {"a": -1}}', '{"next": {"a": true}}', '{"x": 1}', "\xff"])
+    @pytest.mark.parametrize(
+        "content", ["{", '{"next": {"a": -1}}', '{"next": {"a": true}}', '{"x": 1}', "\xff"]
+    )
     def test_corrupt_seq_file_is_reported_and_moved_aside(self, tmp_path: Path, content: str) -> None:
         """A corrupt counter file is reported and moved aside (kept for inspection), never a crash loop."""
         (tmp_path / "seq.json").write_text(content, errors="surrogateescape")

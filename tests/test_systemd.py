@@ -3,6 +3,7 @@ watchdog only while healthy, and ``edged status``."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -35,8 +36,9 @@ def _analyze() -> str:
 class TestUnit:
     def test_exposure_is_at_most_2(self) -> None:
         """`systemd-analyze security --offline=true` rates the shipped unit at exposure <= 2.0."""
-        out = subprocess.run([_analyze(), "security", "--offline=true", str(UNIT)], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [_analyze(), "security", "--offline=true", str(UNIT)], capture_output=True, text=True, check=False
+        ).stdout
         m = re.search(r"Overall exposure level for edged.service: (\d+\.\d+)", out)
         assert m is not None, out[-500:]
         assert float(m.group(1)) <= 2.0, out
@@ -55,10 +57,21 @@ class TestUnit:
         """Type=notify with a watchdog, no restart on a config error (exit 2), credentials, I2C only,
         and the numba exception explained where it is made."""
         text = UNIT.read_text()
-        keys = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in text.splitlines()
-                if "=" in line and not line.startswith("#")}
-        assert keys["Type"] == "notify" and keys["Restart"] == "on-failure" and keys["RestartPreventExitStatus"] == "2"
-        assert int(keys["WatchdogSec"]) > 0 and keys["DevicePolicy"] == "closed" and keys["DeviceAllow"] == "char-i2c rw"
+        keys = {
+            line.split("=", 1)[0]: line.split("=", 1)[1]
+            for line in text.splitlines()
+            if "=" in line and not line.startswith("#")
+        }
+        assert (
+            keys["Type"] == "notify"
+            and keys["Restart"] == "on-failure"
+            and keys["RestartPreventExitStatus"] == "2"
+        )
+        assert (
+            int(keys["WatchdogSec"]) > 0
+            and keys["DevicePolicy"] == "closed"
+            and keys["DeviceAllow"] == "char-i2c rw"
+        )
         assert "LoadCredential=edged-mqtt-password:" in text and "StateDirectory=edged" in text
         assert re.search(r"#[^\n]*numba[^\n]*\n(#[^\n]*\n)*MemoryDenyWriteExecute=no", text)
 
@@ -78,10 +91,8 @@ class NotifySocket:
 
     def _read(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError, OSError):
                 self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
-            except (TimeoutError, OSError):
-                pass
 
     def collect(self, until: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -105,16 +116,27 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def _status(cfg: Path) -> tuple[int, dict[str, Any]]:
-    res = subprocess.run([sys.executable, "-m", "edged", "status", "--json", "-c", str(cfg)], capture_output=True,
-                         text=True, cwd=REPO, timeout=60, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "edged", "status", "--json", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
     return res.returncode, json.loads(res.stdout)
 
 
 @pytest.mark.broker
 class TestServiceLifecycle:
     def test_notify_protocol_status_view_and_sigterm_within_10_s(
-            self, tmp_path: Path, broker: Broker, recorder: Recorder, service_factory: Any,
-            notify_socket: NotifySocket) -> None:
+        self,
+        tmp_path: Path,
+        broker: Broker,
+        recorder: Recorder,
+        service_factory: Any,
+        notify_socket: NotifySocket,
+    ) -> None:
         """READY=1 after start-up, WATCHDOG=1 every half WatchdogSec, STATUS= lines; `edged status` shows
         delivery, sensors, models and loop lag; SIGTERM gives STOPPING=1, offline status and exit 0 in < 10 s."""
         cfg = sim_config(tmp_path, broker.port, ops="status_interval_s = 1")
@@ -141,12 +163,15 @@ class TestServiceLifecycle:
         assert svc.stop(timeout=15) == 0
         assert time.monotonic() - t0 < 10.0
         assert notify_socket.collect(lambda m: any(x == "STOPPING=1" for _, x in m), 2)
-        assert recorder.wait_for(lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m))
+        assert recorder.wait_for(
+            lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
+        )
         code, st = _status(cfg)
         assert code == 1 and st["verdict"] == "service stopped"
 
-    def test_sigterm_without_a_broker_exits_0_in_time_and_keeps_the_spool(self, tmp_path: Path,
-                                                                         service_factory: Any) -> None:
+    def test_sigterm_without_a_broker_exits_0_in_time_and_keeps_the_spool(
+        self, tmp_path: Path, service_factory: Any
+    ) -> None:
         """With the broker unreachable, SIGTERM still exits 0 within 10 s, checkpointed, and every
         undelivered message stays in the spool for the next start."""
         cfg = sim_config(tmp_path, free_port())
@@ -155,8 +180,13 @@ class TestServiceLifecycle:
         db = tmp_path / "state" / "spool.db"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if db.exists() and sqlite3.connect(db).execute(
-                    "SELECT COUNT(*) FROM msg WHERE kind = 'prediction'").fetchone()[0] >= 10:
+            if (
+                db.exists()
+                and sqlite3.connect(db)
+                .execute("SELECT COUNT(*) FROM msg WHERE kind = 'prediction'")
+                .fetchone()[0]
+                >= 10
+            ):
                 break
             time.sleep(0.2)
         t0 = time.monotonic()
@@ -171,8 +201,9 @@ class TestServiceLifecycle:
 
 
 class TestWatchdogHealth:
-    def test_no_watchdog_ping_once_acquisition_died(self, tmp_path: Path, notify_socket: NotifySocket,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_no_watchdog_ping_once_acquisition_died(
+        self, tmp_path: Path, notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The main loop pings while healthy and stops pinging when a sensor thread is gone, so systemd's
         watchdog restarts a service whose acquisition died silently."""
         from edged.app import build_daemon
@@ -203,4 +234,3 @@ class TestWatchdogHealth:
                 s.stop()
             daemon.publisher.spool.close()
             os.environ.pop("NOTIFY_SOCKET", None)
-
