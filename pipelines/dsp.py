@@ -91,18 +91,37 @@ def defect_multiples(
 
 
 class DspSpec(Protocol):
-    """What :func:`build_dsp` reads from a task's config."""
+    """What :func:`build_dsp` reads from a task's config (read-only, so frozen configs qualify)."""
 
-    channels: list[str]
-    window: int
-    features: list[FeatureSet]
-    bands_hz: list[float]
-    log_bands: bool
-    accel_unit: Literal["m/s2", "g"]
-    velocity_band_hz: list[float]
-    fusion: FusionParams | None
-    shaft: ShaftParams | None
-    bearing: BearingParams | None
+    @property
+    def channels(self) -> list[str]: ...
+
+    @property
+    def window(self) -> int: ...
+
+    @property
+    def features(self) -> list[FeatureSet]: ...
+
+    @property
+    def bands_hz(self) -> list[float]: ...
+
+    @property
+    def log_bands(self) -> bool: ...
+
+    @property
+    def accel_unit(self) -> Literal["m/s2", "g"]: ...
+
+    @property
+    def velocity_band_hz(self) -> list[float]: ...
+
+    @property
+    def fusion(self) -> FusionParams | None: ...
+
+    @property
+    def shaft(self) -> ShaftParams | None: ...
+
+    @property
+    def bearing(self) -> BearingParams | None: ...
 
 
 @dataclass(frozen=True)
