@@ -204,6 +204,14 @@ def _paragraphs(doc: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
 
 
+def _description(name: str, f: FieldInfo, tag: tuple[str, str] | None) -> str:
+    if f.description:
+        return f.description
+    if tag is not None and name == tag[0]:
+        return f"Selects this kind of table: the keys below are those of `{name} = {_toml(tag[1])}`."
+    return ""
+
+
 def section_table(model: type[BaseModel]) -> str:
     """One Markdown table: a row per key of ``model``."""
     rows = ["| key | type | default | range | description |", "|---|---|---|---|---|"]
@@ -212,7 +220,7 @@ def section_table(model: type[BaseModel]) -> str:
     for name, f in fields:
         rows.append(
             f"| `{name}` | {_cell(_type_name(f.annotation))} | {_cell(_default(name, f))} | "
-            f"{_cell(_range(f))} | {_cell(f.description or '')} |"
+            f"{_cell(_range(f))} | {_cell(_description(name, f, tag))} |"
         )
     return "\n".join(rows)
 
