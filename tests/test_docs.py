@@ -7,7 +7,12 @@ a broken link or a page missing from the nav fails the suite (and so CI).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from edged import docgen
 
@@ -24,3 +29,21 @@ class TestConfigReference:
             "docs/configuration.md is out of date with the config models' Field descriptions; "
             f"regenerate it with `{REGENERATE}` and commit the result"
         )
+
+
+class TestSite:
+    def test_mkdocs_build_strict(self, tmp_path: Path) -> None:
+        """`mkdocs build --strict` succeeds: every warning (broken link, page not in nav) is an error."""
+        mkdocs = Path(sys.executable).parent / "mkdocs"
+        if not mkdocs.exists():
+            pytest.fail("mkdocs is not installed in the test venv: pip install -e '.[test]'")
+        r = subprocess.run(
+            [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+            cwd=REPO,
+            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # the theme's end-of-life banner
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / "site" / "configuration" / "index.html").is_file()
