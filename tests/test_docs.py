@@ -17,6 +17,9 @@ import pytest
 from edged import docgen
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_COMMAND = (
+    "python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+)
 REGENERATE = ".venv/bin/python -m edged.docgen > docs/configuration.md"
 
 
@@ -29,6 +32,15 @@ class TestConfigReference:
             "docs/configuration.md is out of date with the config models' Field descriptions; "
             f"regenerate it with `{REGENERATE}` and commit the result"
         )
+
+
+class TestReadme:
+    def test_readme_is_one_page_with_the_ci_test_command(self) -> None:
+        """README.md has at most 200 lines and the exact test command that .ci/run runs."""
+        text = (REPO / "README.md").read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 200, "README.md is a page: move details into docs/"
+        assert TEST_COMMAND in text
+        assert TEST_COMMAND in (REPO / ".ci" / "run").read_text(encoding="utf-8")
 
 
 class TestSite:
