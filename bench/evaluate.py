@@ -1,7 +1,7 @@
 """Replay the real datasets in ../shared/data with the shipped example configs and write the
-results into README.md (between the ``evaluation`` markers).
+results into docs/benchmarks.md (between the ``evaluation`` markers).
 
-    python -m bench.evaluate            # prints the table and updates README.md
+    python -m bench.evaluate            # prints the table and updates docs/benchmarks.md
     python -m bench.evaluate --no-write # only prints
 
 Each dataset runs through ``edged replay``'s code path with ``examples/<name>.toml``;
@@ -106,7 +106,9 @@ def main() -> None:
     from edged import logs
 
     logs.configure("error")
-    ap = argparse.ArgumentParser(description="replay the datasets and write the results into README.md")
+    ap = argparse.ArgumentParser(
+        description="replay the datasets and write the results into docs/benchmarks.md"
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_write:
-        readme = REPO / "README.md"
+        readme = REPO / "docs" / "benchmarks.md"
         s = readme.read_text()
         if START in s:
             s = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: text, s, flags=re.S)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DriverError(Exception):
@@ -34,7 +34,11 @@ class SensorConfig(StrictModel):
     """Keys every sensor table has; each driver subclasses this with a ``driver`` literal."""
 
     rate_hz: float
-    channels: list[str] | None = None  # None: every channel the driver provides
+    channels: list[str] | None = Field(
+        None,
+        description="Subset of the driver's channels; unset: every channel it provides. Channel names "
+        "must be unique across sensors.",
+    )
 
 
 class SMBusLike(Protocol):

@@ -297,10 +297,16 @@ class BMP280(_BoschEnv):
 
 
 class _BoschConfig(I2cSensorConfig):
-    address: int = 0x76
-    rate_hz: float = Field(1.0, gt=0, le=50)  # forced mode; one x16 conversion takes up to 113 ms
-    oversampling: Literal[1, 2, 4, 8, 16] = 1
-    iir_filter: Literal[0, 2, 4, 8, 16] = 0
+    address: int = Field(0x76, description="7-bit address: 0x76 (SDO low) or 0x77.")
+    rate_hz: float = Field(
+        1.0,
+        gt=0,
+        le=50,
+        description="Forced conversions per second; must leave time for them (one at oversampling 16 "
+        "takes up to 113 ms).",
+    )
+    oversampling: Literal[1, 2, 4, 8, 16] = Field(1, description="Oversampling of every channel.")
+    iir_filter: Literal[0, 2, 4, 8, 16] = Field(0, description="IIR filter coefficient (0: off).")
 
     _address = field_validator("address")(address_in(_BoschEnv.ADDRESSES))
 

@@ -312,10 +312,21 @@ class QualityGate:
 class I2cSensorConfig(SensorConfig):
     """Keys of every I2C chip sensor (each chip adds its own ``driver`` literal and options)."""
 
-    bus: int | Literal["sim"] = 1  # N for /dev/i2c-N (1 on a Raspberry Pi header); "sim": emulated chip
+    bus: int | Literal["sim"] = Field(
+        1,
+        description='`N` for `/dev/i2c-N` (1 on a Raspberry Pi header), or `"sim"`: an emulated chip fed '
+        "by the simulated machine.",
+    )
     address: int = Field(ge=0x03, le=0x77)
-    retries: int = Field(3, ge=0, le=10)
-    stuck_after: int | None = Field(None, ge=2)  # identical samples before "stuck"; default per chip
+    retries: int = Field(
+        3, ge=0, le=10, description="Extra attempts after a transient bus error, with 1, 2, 4 ... ms backoff."
+    )
+    stuck_after: int | None = Field(
+        None,
+        ge=2,
+        description='Identical raw samples in a row before the sensor counts as "stuck"; unset: 50 for '
+        "IMUs, 30 for the others.",
+    )
 
     @field_validator("bus")
     @classmethod

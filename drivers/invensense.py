@@ -219,11 +219,18 @@ class MPU6500(_Mpu):
 
 
 class _MpuConfig(I2cSensorConfig):
-    address: int = 0x68
-    rate_hz: float = Field(1000.0, gt=0, le=1000)
-    accel_range_g: Literal[2, 4, 8, 16] = 4
-    gyro_range_dps: Literal[250, 500, 1000, 2000] = 500
-    dlpf_hz: Literal[184, 94, 44, 21, 10, 5] = 184
+    address: int = Field(0x68, description="7-bit address: 0x68 (AD0 low) or 0x69.")
+    rate_hz: float = Field(
+        1000.0,
+        gt=0,
+        le=1000,
+        description="Sample rate: 1000 / N for N = 1..256 (1000, 500, 333.333, 250, ...).",
+    )
+    accel_range_g: Literal[2, 4, 8, 16] = Field(4, description="Accelerometer full scale in g.")
+    gyro_range_dps: Literal[250, 500, 1000, 2000] = Field(500, description="Gyroscope full scale in deg/s.")
+    dlpf_hz: Literal[184, 94, 44, 21, 10, 5] = Field(
+        184, description="Digital low-pass filter bandwidth in Hz."
+    )
 
     _address = field_validator("address")(address_in(_Mpu.ADDRESSES))
 

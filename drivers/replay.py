@@ -159,10 +159,12 @@ class FileSensorConfig(SensorConfig):
     handed on with the samples, like labels that arrive over MQTT."""
 
     driver: Literal["file"]
-    path: str = Field(min_length=1)
-    rate_hz: float = Field(gt=0)
-    channels: list[str] = Field(min_length=1)  # type: ignore[assignment]
-    loop: bool = True
+    path: str = Field(min_length=1, description="The recording (CSV or `.csv.gz`) to play in real time.")
+    rate_hz: float = Field(gt=0, description="Sample rate of the recording in Hz.")
+    channels: list[str] = Field(  # type: ignore[assignment]
+        min_length=1, description="File columns this sensor provides."
+    )
+    loop: bool = Field(True, description="Start over at the end of the file.")
 
 
 class FileSensor:

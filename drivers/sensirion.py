@@ -217,9 +217,16 @@ class Sht3xConfig(I2cSensorConfig):
     """``driver = "sht3x"``."""
 
     driver: Literal["sht3x"]
-    address: int = 0x44
-    rate_hz: float = Field(1.0, gt=0, le=20)  # a high-repeatability measurement takes up to 15.5 ms
-    precision: Literal["high", "medium", "low"] = "high"  # the datasheet's "repeatability"
+    address: int = Field(0x44, description="7-bit address: 0x44 (ADDR low) or 0x45.")
+    rate_hz: float = Field(
+        1.0,
+        gt=0,
+        le=20,
+        description="Measurements per second (a high-repeatability one takes up to 15.5 ms).",
+    )
+    precision: Literal["high", "medium", "low"] = Field(
+        "high", description='Measurement repeatability (the datasheet\'s "repeatability").'
+    )
 
     _address = field_validator("address")(address_in(SHT3x.ADDRESSES))
 
@@ -228,8 +235,10 @@ class Sht4xConfig(I2cSensorConfig):
     """``driver = "sht4x"``."""
 
     driver: Literal["sht4x"]
-    address: int = 0x44
-    rate_hz: float = Field(1.0, gt=0, le=20)
-    precision: Literal["high", "medium", "low"] = "high"
+    address: int = Field(0x44, description="7-bit address: 0x44, 0x45 or 0x46 (by part number).")
+    rate_hz: float = Field(
+        1.0, gt=0, le=20, description="Measurements per second (8.3 ms per high-precision one)."
+    )
+    precision: Literal["high", "medium", "low"] = Field("high", description="Measurement precision.")
 
     _address = field_validator("address")(address_in(SHT4x.ADDRESSES))

@@ -54,16 +54,18 @@ _NEXT_STATE = {
 class SimulatorConfig(StrictModel):
     """``[simulator]``: the simulated machine shared by every ``sim_*`` sensor."""
 
-    seed: int = 1
-    state_min_s: float = Field(20.0, gt=0)
-    state_max_s: float = Field(60.0, gt=0)
-    fault_every_s: float = Field(150.0, gt=0)  # mean healthy time between fault episodes
-    fault_duration_s: float = Field(180.0, gt=0)
-    fault_onset_s: float = Field(30.0, gt=0)
-    # Ground truth handed out as labels every this many seconds (0 = never), per task name.
-    label_every_s: float = Field(10.0, ge=0)
+    seed: int = Field(1, description="Everything simulated is reproducible from this seed.")
+    state_min_s: float = Field(20.0, gt=0, description="Shortest operating state (off, idle, running).")
+    state_max_s: float = Field(60.0, gt=0, description="Longest operating state.")
+    fault_every_s: float = Field(150.0, gt=0, description="Mean healthy time between fault episodes.")
+    fault_duration_s: float = Field(180.0, gt=0, description="Duration of a fault episode.")
+    fault_onset_s: float = Field(30.0, gt=0, description="How long a fault takes to develop.")
+    label_every_s: float = Field(
+        10.0, ge=0, description="Hand out the ground truth as labels this often (0: never)."
+    )
     label_tasks: dict[Literal["state", "fault"], str] = Field(
-        default_factory=lambda: {"state": "activity", "fault": "maintenance"}
+        default_factory=lambda: {"state": "activity", "fault": "maintenance"},
+        description="Which task receives which truth (the operating state, the fault).",
     )
 
 
@@ -284,14 +286,14 @@ class SimImuConfig(SensorConfig):
     """``driver = "sim_imu"``: the simulated housing IMU."""
 
     driver: Literal["sim_imu"]
-    rate_hz: float = Field(1000.0, gt=0, le=20000)
+    rate_hz: float = Field(1000.0, gt=0, le=20000, description="Sample rate in Hz.")
 
 
 class SimEnvConfig(SensorConfig):
     """``driver = "sim_env"``: the simulated environmental sensor."""
 
     driver: Literal["sim_env"]
-    rate_hz: float = Field(1.0, gt=0, le=100)
+    rate_hz: float = Field(1.0, gt=0, le=100, description="Sample rate in Hz.")
 
 
 class SimLabeler:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
 from drivers.imu import FifoImu, closest
@@ -261,10 +261,14 @@ class LSM6DS3(_Lsm6):
 
 
 class _Lsm6Config(I2cSensorConfig):
-    address: int = 0x6A
-    rate_hz: float = 833.0
-    accel_range_g: Literal[2, 4, 8, 16] = 4
-    gyro_range_dps: Literal[125, 250, 500, 1000, 2000] = 500
+    address: int = Field(0x6A, description="7-bit address: 0x6A (SA0 low) or 0x6B.")
+    rate_hz: float = Field(
+        833.0, description="Output data rate: 12.5, 26, 52, 104, 208, 416, 833 or 1666 Hz."
+    )
+    accel_range_g: Literal[2, 4, 8, 16] = Field(4, description="Accelerometer full scale in g.")
+    gyro_range_dps: Literal[125, 250, 500, 1000, 2000] = Field(
+        500, description="Gyroscope full scale in deg/s."
+    )
 
     _address = field_validator("address")(address_in(_Lsm6.ADDRESSES))
 

@@ -11,13 +11,19 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
+from pydantic_core import ErrorDetails
 
 import drivers
-from drivers.base import StrictModel
-from drivers.simulator import SimulatorConfig
+from drivers.base import Driver, StrictModel
+from drivers.bosch import Bme280Config, Bmp280Config
+from drivers.invensense import Mpu6050Config, Mpu6500Config
+from drivers.replay import FileSensorConfig
+from drivers.sensirion import Sht3xConfig, Sht4xConfig
+from drivers.simulator import SimEnvConfig, SimImuConfig, SimulatorConfig
+from drivers.st import Lsm6ds3Config, Lsm6dsoxConfig
 from pipelines.dsp import BearingParams, FeatureSet, FusionParams, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
 
@@ -36,140 +42,307 @@ class ConfigError(Exception):
 
 
 class DeviceConfig(StrictModel):
-    id: str = Field(pattern=NAME)
+    """``[device]``: who this gateway is."""
+
+    id: str = Field(
+        pattern=NAME,
+        description="Device identity and MQTT topic prefix `edged/<id>`: letters, digits, `_` and `-`, "
+        "up to 64 characters (a valid, wildcard-free topic level).",
+    )
 
 
 class TlsConfig(StrictModel):
-    """``[mqtt.tls]``: see edged/security.py."""
+    """``[mqtt.tls]``: TLS to the broker; the table's presence turns TLS on (edged/security.py)."""
 
-    ca_file: str | None = None  # None: the system trust store
-    cert_file: str | None = None  # client certificate (optional)
-    key_file: str | None = None  # its key; default: the systemd credential edged-mqtt-key
-    verify_hostname: bool = True
+    ca_file: str | None = Field(
+        None, description="CA that signed the broker's certificate; unset: the system trust store."
+    )
+    cert_file: str | None = Field(
+        None, description="Client certificate, if the broker requires one; unset: none."
+    )
+    key_file: str | None = Field(
+        None, description="Key of the client certificate; unset: the systemd credential `edged-mqtt-key`."
+    )
+    verify_hostname: bool = Field(
+        True,
+        description="The broker's certificate must name `mqtt.host`; `false` is logged as a warning "
+        "at every start.",
+    )
 
 
 class MqttConfig(StrictModel):
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    client_id: str | None = Field(None, min_length=1, max_length=128)
-    username: str | None = Field(None, min_length=1, max_length=256)
-    password_file: str | None = (
-        None  # default: the systemd credential edged-mqtt-password; never a password here
+    """``[mqtt]``: the broker and the delivery settings (edged/mqtt.py)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="MQTT client id; unset: `edged-<device id>`. It must stay fixed for the "
+        "persistent session.",
     )
-    tls: TlsConfig | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Broker user name; the gateway ACL expects the device id.",
+    )
+    password_file: str | None = Field(
+        None,
+        description="File holding the broker password; unset: the systemd credential "
+        "`edged-mqtt-password`. A password in the config itself is an unknown key.",
+    )
+    tls: TlsConfig | None = Field(None, description="`[mqtt.tls]`: present turns TLS on.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     session_expiry_s: int = Field(
-        7 * 86400, ge=0, le=0xFFFFFFFF
-    )  # broker keeps our session (labels) this long
-    max_inflight: int = Field(20, ge=1, le=1000)
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(60.0, gt=0)
-    label_max_bytes: int = Field(1024, ge=64, le=65536)
-    labels_per_s: float = Field(50.0, gt=0)  # incoming label messages beyond this are rejected
+        7 * 86400,
+        ge=0,
+        le=0xFFFFFFFF,
+        description="How long the broker keeps the gateway's session (label subscription, labels "
+        "queued while it is away).",
+    )
+    max_inflight: int = Field(
+        20, ge=1, le=1000, description="Unacknowledged QoS 1 messages in flight at a time."
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay (exponential backoff).")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Reconnect delay cap; at least `reconnect_min_s`.")
+    label_max_bytes: int = Field(
+        1024, ge=64, le=65536, description="Larger incoming label payloads are rejected."
+    )
+    labels_per_s: float = Field(
+        50.0, gt=0, description="Incoming label messages above this rate are rejected."
+    )
 
 
 class SpoolConfig(StrictModel):
     """``[spool]``: the disk-backed outgoing queue (``<state dir>/spool.db``), see edged/spool.py."""
 
-    max_messages: int = Field(100_000, ge=10)
-    max_mb: float = Field(64.0, gt=0)
-    max_age_s: float = Field(7 * 86400.0, gt=0)  # service time, immune to wall-clock steps
-    sync: Literal["normal", "full"] = "normal"  # full: fsync every message (power-cut proof, more flash wear)
-    memory_max: int = Field(1000, ge=10)  # alerts/summaries held in memory while the disk cannot be written
+    max_messages: int = Field(100_000, ge=10, description="Messages the spool holds at most.")
+    max_mb: float = Field(64.0, gt=0, description="Payload megabytes the spool holds at most.")
+    max_age_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="Messages older than this expire; measured in service time, so wall-clock "
+        "steps neither expire nor keep them.",
+    )
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="`full` fsyncs every message (power-cut proof, more flash wear); `normal` "
+        "survives any process crash, a power cut may lose the last seconds.",
+    )
+    memory_max: int = Field(
+        1000,
+        ge=10,
+        description="Alerts and summaries held in memory while the state disk cannot be written.",
+    )
 
 
 class OpsConfig(StrictModel):
     """``[ops]``: the local status view and disk watch (edged/ops.py)."""
 
-    status_file: str | None = None  # default <state dir>/status.json; the unit uses /run/edged/status.json
-    status_interval_s: float = Field(5.0, gt=0)
-    min_free_mb: float = Field(32.0, ge=0)  # state alert when the state directory's filesystem has less free
+    status_file: str | None = Field(
+        None,
+        description="The status view `edged status` reads; unset: `<state.dir>/status.json` "
+        "(the systemd unit uses `/run/edged/status.json`).",
+    )
+    status_interval_s: float = Field(5.0, gt=0, description="How often the status file is written.")
+    min_free_mb: float = Field(
+        32.0,
+        ge=0,
+        description="A `state` alert `disk_low` when the state filesystem has less free space "
+        "(`disk_ok` when it recovers).",
+    )
 
 
 class StateConfig(StrictModel):
-    dir: str = Field(min_length=1)
-    checkpoint_interval_s: float = Field(300.0, gt=0)
-    keep: int = Field(5, ge=1, le=1000)
-    key_file: str | None = (
-        None  # HMAC key; default: $CREDENTIALS_DIRECTORY/edged-state-key, else <dir>/state.key
+    """``[state]``: where models, seq counters and the numba cache live (edged/state.py)."""
+
+    dir: str = Field(
+        min_length=1,
+        description="State directory: models, spool, seq counters, numba cache; created with mode 0700.",
+    )
+    checkpoint_interval_s: float = Field(
+        300.0, gt=0, description="Period of checkpoints (one is also written at stop)."
+    )
+    keep: int = Field(5, ge=1, le=1000, description="Model versions kept per task (what rollback can reach).")
+    key_file: str | None = Field(
+        None,
+        description="HMAC key of the checkpoints; unset: the systemd credential `edged-state-key`, "
+        "else `<state.dir>/state.key`, generated on first start.",
     )
 
 
 class LogConfig(StrictModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"
+    """``[log]``: structlog output on stderr."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`auto`: JSON lines when stderr is not a terminal (journald), readable lines on "
+        "a terminal; `json` or `console` forces one.",
+    )
 
 
 class NoiseConfig(StrictModel):
     """``[summary.noise]``: Laplace noise on channel means and standard deviations (edged/sanitize.py)."""
 
-    epsilon: float = Field(gt=0, le=100)  # per channel per summary, split between mean and std
-    # channel -> [lo, hi]: samples are clipped to it before aggregation
-    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]]
-
-
-class SummaryConfig(StrictModel):
-    interval_s: float = Field(60.0, gt=0)
-    round_step: dict[str, Annotated[float, Field(gt=0)]] = {}  # channel (or "default") -> rounding step
-    min_count: int = Field(10, ge=1)  # aggregates over fewer samples/windows are suppressed
-    noise: NoiseConfig | None = None
-    pseudonymize: bool = False  # device id in summaries -> keyed hash
-    pseudonym_key_file: str | None = (
-        None  # default: credential edged-pseudonym-key, else derived from the state key
+    epsilon: float = Field(
+        gt=0,
+        le=100,
+        description="Privacy budget per channel per summary, split between mean and std.",
+    )
+    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        description="Channel -> `[lo, hi]`: samples are clipped to it before aggregation; every "
+        "summarised channel needs one."
     )
 
 
-SensorUnion = Annotated[Union[drivers.CONFIGS], Field(discriminator="driver")]  # noqa: UP007 - built from a tuple
+class SummaryConfig(StrictModel):
+    """``[summary]``: the periodic sanitized summary (edged/sanitize.py)."""
+
+    interval_s: float = Field(60.0, gt=0, description="Period of `summary` messages.")
+    round_step: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        {},
+        description="Rounding step per channel (or `default`), e.g. `{default = 0.01, temperature = 0.5}`.",
+    )
+    min_count: int = Field(
+        10,
+        ge=1,
+        description="Aggregates over fewer samples (channels) or windows (anomaly quantiles) are suppressed.",
+    )
+    noise: NoiseConfig | None = Field(
+        None, description="`[summary.noise]`: epsilon-differentially private channel aggregates."
+    )
+    pseudonymize: bool = Field(False, description="`device` in summaries becomes a keyed hash.")
+    pseudonym_key_file: str | None = Field(
+        None,
+        description="Key of the pseudonym; unset: the credential `edged-pseudonym-key`, else derived "
+        "from the state key.",
+    )
+
+
+# The static type of a sensor table. A type checker cannot build a Union from the runtime tuple
+# drivers.CONFIGS, so the union is spelled out here; tests/test_config.py keeps the two in step.
+AnySensorConfig = (
+    SimImuConfig
+    | SimEnvConfig
+    | FileSensorConfig
+    | Mpu6050Config
+    | Mpu6500Config
+    | Lsm6dsoxConfig
+    | Lsm6ds3Config
+    | Bme280Config
+    | Bmp280Config
+    | Sht3xConfig
+    | Sht4xConfig
+)
+SensorUnion = Annotated[AnySensorConfig, Field(discriminator="driver")]
 
 
 class TaskConfig(StrictModel):
-    channels: list[str] = Field(min_length=1)  # windowed channels, all from one sensor
-    context: list[str] = []  # slow channels added as their latest value
-    window: int = Field(ge=8, le=1 << 20)  # samples
-    hop: int = Field(ge=1)
-    features: list[FeatureSet] = Field(["stats", "bands"], min_length=1)
-    bands_hz: list[float] = []
-    log_bands: bool = True  # log10 of power features (bands, shaft and envelope lines)
-    accel_unit: Literal["m/s2", "g"] = "m/s2"  # for velocity (mm/s) and gravity in fusion
+    """``[tasks.<name>]``: one learning task: its windows, features and models."""
+
+    channels: list[str] = Field(min_length=1, description="Windowed channels, all from one sensor.")
+    context: list[str] = Field(
+        [],
+        description="Slow channels (e.g. `temperature`) added as their value at the window end (`ctx.<c>`).",
+    )
+    window: int = Field(ge=8, le=1 << 20, description="Window length in samples.")
+    hop: int = Field(ge=1, description="Hop between window starts in samples; at most `window`.")
+    features: list[FeatureSet] = Field(
+        ["stats", "bands"], min_length=1, description="Feature sets computed per window (see Features)."
+    )
+    bands_hz: list[float] = Field(
+        [], description="Band edges in Hz for `bands` (at least two, below Nyquist)."
+    )
+    log_bands: bool = Field(
+        True, description="log10 of power features: band powers, shaft and envelope line energies."
+    )
+    accel_unit: Literal["m/s2", "g"] = Field(
+        "m/s2", description="Unit of the acceleration channels: for velocity in mm/s and gravity in fusion."
+    )
     velocity_band_hz: list[float] = Field(
-        [10.0, 1000.0], min_length=2, max_length=2
-    )  # ISO 10816, clipped to Nyquist
-    fusion: FusionParams | None = None  # orientation (derived channels roll, pitch, ...) from ax..gz
-    shaft: ShaftParams | None = None  # for the shaft and envelope feature sets
-    bearing: BearingParams | None = None  # for the envelope feature set
-    context_rate_s: float | None = Field(None, gt=0)  # add ctx.<c>.rate: rate of change over this span
-    classifier: ClassifierParams = HoeffdingTreeParams(model="hoeffding_tree")
-    anomaly: AnomalyParams | None = None
-    classes: list[str] = []  # allowed class names; empty = any
-    label_horizon_s: float = Field(600.0, gt=0)
-    recent: int = Field(200, ge=10)  # windows in the "recent" metrics
-    lifecycle: LifecycleParams = LifecycleParams()
+        [10.0, 1000.0],
+        min_length=2,
+        max_length=2,
+        description="Band of the `velocity` set (ISO 10816/20816), clipped to Nyquist.",
+    )
+    fusion: FusionParams | None = Field(
+        None,
+        description="`[tasks.<name>.fusion]`: orientation from `ax`..`gz` as derived channels "
+        "(`roll`, `pitch`, `yaw`, `lax`, `lay`, `laz`).",
+    )
+    shaft: ShaftParams | None = Field(
+        None, description="`[tasks.<name>.shaft]`: shaft speed, for the `shaft` and `envelope` sets."
+    )
+    bearing: BearingParams | None = Field(
+        None, description="`[tasks.<name>.bearing]`: bearing geometry, for the `envelope` set."
+    )
+    context_rate_s: float | None = Field(
+        None,
+        gt=0,
+        description="Also add each context channel's rate of change per second over this span "
+        "(`ctx.<c>.rate`).",
+    )
+    classifier: ClassifierParams = Field(
+        HoeffdingTreeParams(model="hoeffding_tree"),
+        description="`[tasks.<name>.classifier]`: the classifier, one of the allow-listed models.",
+    )
+    anomaly: AnomalyParams | None = Field(
+        None,
+        description="`[tasks.<name>.anomaly]`: an anomaly detector that adds a score to every prediction.",
+    )
+    classes: list[str] = Field([], description="Allowed class names; other labels are rejected. Empty: any.")
+    label_horizon_s: float = Field(
+        600.0, gt=0, description="How long a predicted window waits for its label."
+    )
+    recent: int = Field(200, ge=10, description='Windows in the "recent" metrics.')
+    lifecycle: LifecycleParams = Field(
+        LifecycleParams(),
+        description="`[tasks.<name>.lifecycle]`: drift detection and champion/challenger.",
+    )
 
 
 class Config(StrictModel):
-    device: DeviceConfig
-    mqtt: MqttConfig = MqttConfig()
-    state: StateConfig
-    spool: SpoolConfig = SpoolConfig()
-    ops: OpsConfig = OpsConfig()
-    log: LogConfig = LogConfig()
-    summary: SummaryConfig = SummaryConfig()
-    simulator: SimulatorConfig = SimulatorConfig()
-    sensors: dict[Annotated[str, Field(pattern=NAME)], SensorUnion] = Field(min_length=1)
-    tasks: dict[Annotated[str, Field(pattern=NAME)], TaskConfig] = Field(min_length=1)
+    """The whole config file."""
+
+    device: DeviceConfig = Field(description="`[device]`.")
+    mqtt: MqttConfig = Field(MqttConfig(), description="`[mqtt]`.")
+    state: StateConfig = Field(description="`[state]`.")
+    spool: SpoolConfig = Field(SpoolConfig(), description="`[spool]`.")
+    ops: OpsConfig = Field(OpsConfig(), description="`[ops]`.")
+    log: LogConfig = Field(LogConfig(), description="`[log]`.")
+    summary: SummaryConfig = Field(SummaryConfig(), description="`[summary]`.")
+    simulator: SimulatorConfig = Field(
+        SimulatorConfig(),
+        description='`[simulator]`: the simulated machine of `sim_*` sensors and `bus = "sim"` chips.',
+    )
+    sensors: dict[Annotated[str, Field(pattern=NAME)], SensorUnion] = Field(
+        min_length=1, description="`[sensors.<name>]`: one table per sensor, by `driver`."
+    )
+    tasks: dict[Annotated[str, Field(pattern=NAME)], TaskConfig] = Field(
+        min_length=1, description="`[tasks.<name>]`: one table per learning task."
+    )
 
     # -- derived views -----------------------------------------------------------------------------
     def sensor_channels(self) -> dict[str, tuple[str, ...]]:
         """Channels each sensor provides, after its ``channels`` selection."""
         out = {}
         for name, s in self.sensors.items():
-            out[name] = tuple(s.channels) if s.channels is not None else drivers.REGISTRY[s.driver].CHANNELS
+            out[name] = tuple(s.channels) if s.channels is not None else driver_channels(s.driver)
         return out
 
     def channel_owner(self) -> dict[str, str]:
         """Channel name -> sensor name."""
         return {c: name for name, chans in self.sensor_channels().items() for c in chans}
+
+
+def driver_channels(driver: str) -> tuple[str, ...]:
+    """Channels a driver provides (empty for ``file``: the recording decides)."""
+    cls: type[Driver] = drivers.REGISTRY[driver]
+    return cls.CHANNELS
 
 
 def _where(loc: tuple[Any, ...], raw: Any) -> str:
@@ -191,7 +364,7 @@ def _where(loc: tuple[Any, ...], raw: Any) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _describe(err: dict[str, Any], raw: Any) -> str:
+def _describe(err: ErrorDetails, raw: Any) -> str:
     where = _where(tuple(err["loc"]), raw)
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -212,7 +385,7 @@ def _semantic_problems(cfg: Config) -> list[str]:
     problems: list[str] = []
     owners: dict[str, str] = {}
     for name, s in cfg.sensors.items():
-        cls = drivers.REGISTRY[s.driver]
+        provided = driver_channels(s.driver)
         if s.driver == "file":
             try:
                 cols, _ = drivers.replay.read_header(Path(s.path))
@@ -223,10 +396,10 @@ def _semantic_problems(cfg: Config) -> list[str]:
                 if ch not in cols:
                     problems.append(f"sensors.{name}.channels[{i}]: the file has no column {ch!r}")
         for i, ch in enumerate(s.channels or ()):
-            if cls.CHANNELS and ch not in cls.CHANNELS:
+            if provided and ch not in provided:
                 problems.append(
                     f"sensors.{name}.channels[{i}]: driver {s.driver!r} has no channel {ch!r} "
-                    f"(it has {', '.join(cls.CHANNELS)})"
+                    f"(it has {', '.join(provided)})"
                 )
         for ch in cfg.sensor_channels()[name]:
             if ch in owners:

@@ -37,18 +37,34 @@ class _Params(BaseModel):
 class FusionParams(_Params):
     """``[tasks.<name>.fusion]``: orientation from the IMU channels as derived channels."""
 
-    filter: Literal["madgwick"] = "madgwick"
-    beta: float = Field(0.1, gt=0, le=10)  # gradient step (rad/s): larger trusts the accelerometer more
-    outputs: list[OrientationOutput] = Field(["roll", "pitch", "lax", "lay", "laz"], min_length=1)
+    filter: Literal["madgwick"] = Field("madgwick", description="Orientation filter (Madgwick 2010).")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="Gradient step in rad/s: larger trusts the accelerometer more (faster convergence, "
+        "more linear motion leaks in).",
+    )
+    outputs: list[OrientationOutput] = Field(
+        ["roll", "pitch", "lax", "lay", "laz"],
+        min_length=1,
+        description="Derived channels: angles in rad (`yaw` needs `mx`, `my`, `mz`) and the gravity-free "
+        "linear acceleration.",
+    )
 
 
 class ShaftParams(_Params):
     """``[tasks.<name>.shaft]``: the shaft speed, fixed (``hz``) or estimated per window as the
     strongest spectral line in ``range_hz``; ``line_tol`` is the relative half width of a line."""
 
-    hz: float | None = Field(None, gt=0)
-    range_hz: list[float] | None = Field(None, min_length=2, max_length=2)
-    line_tol: float = Field(0.02, gt=0, lt=0.5)
+    hz: float | None = Field(None, gt=0, description="Fixed shaft speed in Hz (give this or `range_hz`).")
+    range_hz: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="Estimate the speed per window as the strongest line in this band (Hz).",
+    )
+    line_tol: float = Field(0.02, gt=0, lt=0.5, description="Relative half width of a spectral line.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ShaftParams:
@@ -63,12 +79,14 @@ class BearingParams(_Params):
     Diameters are in any one length unit; ``envelope_band_hz`` is the band-pass before the
     envelope (around a structural resonance the defect impacts excite)."""
 
-    balls: int = Field(ge=3, le=200)
-    ball_diameter: float = Field(gt=0)
-    pitch_diameter: float = Field(gt=0)
-    contact_angle_deg: float = Field(0.0, ge=0, lt=90)
-    envelope_band_hz: list[float] = Field(min_length=2, max_length=2)
-    harmonics: int = Field(3, ge=1, le=10)
+    balls: int = Field(ge=3, le=200, description="Number of rolling elements.")
+    ball_diameter: float = Field(gt=0, description="Ball diameter `d`.")
+    pitch_diameter: float = Field(gt=0, description="Pitch diameter `D` (larger than `d`).")
+    contact_angle_deg: float = Field(0.0, ge=0, lt=90, description="Contact angle in degrees.")
+    envelope_band_hz: list[float] = Field(
+        min_length=2, max_length=2, description="Band-pass `[lo, hi]` in Hz before the envelope."
+    )
+    harmonics: int = Field(3, ge=1, le=10, description="Harmonics of each defect line summed.")
 
     @model_validator(mode="after")
     def _geometry(self) -> BearingParams:
@@ -91,18 +109,37 @@ def defect_multiples(
 
 
 class DspSpec(Protocol):
-    """What :func:`build_dsp` reads from a task's config."""
+    """What :func:`build_dsp` reads from a task's config (read-only, so frozen configs qualify)."""
 
-    channels: list[str]
-    window: int
-    features: list[FeatureSet]
-    bands_hz: list[float]
-    log_bands: bool
-    accel_unit: Literal["m/s2", "g"]
-    velocity_band_hz: list[float]
-    fusion: FusionParams | None
-    shaft: ShaftParams | None
-    bearing: BearingParams | None
+    @property
+    def channels(self) -> list[str]: ...
+
+    @property
+    def window(self) -> int: ...
+
+    @property
+    def features(self) -> list[FeatureSet]: ...
+
+    @property
+    def bands_hz(self) -> list[float]: ...
+
+    @property
+    def log_bands(self) -> bool: ...
+
+    @property
+    def accel_unit(self) -> Literal["m/s2", "g"]: ...
+
+    @property
+    def velocity_band_hz(self) -> list[float]: ...
+
+    @property
+    def fusion(self) -> FusionParams | None: ...
+
+    @property
+    def shaft(self) -> ShaftParams | None: ...
+
+    @property
+    def bearing(self) -> BearingParams | None: ...
 
 
 @dataclass(frozen=True)

@@ -38,37 +38,39 @@ class HoeffdingTreeParams(_Params):
     """Hoeffding tree (river.tree.HoeffdingTreeClassifier), memory capped at ``max_size_mb``."""
 
     model: Literal["hoeffding_tree"]
-    grace_period: int = Field(50, ge=1)
-    delta: float = Field(1e-5, gt=0, lt=1)
-    max_depth: int | None = Field(None, ge=1)
-    leaf_prediction: Literal["mc", "nb", "nba"] = "nba"
-    max_size_mb: float = Field(10.0, gt=0)
+    grace_period: int = Field(50, ge=1, description="Windows a leaf sees between split attempts.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Split confidence (Hoeffding bound).")
+    max_depth: int | None = Field(None, ge=1, description="Depth limit; unset: none.")
+    leaf_prediction: Literal["mc", "nb", "nba"] = Field(
+        "nba", description="Leaf prediction: majority class, naive Bayes, or naive Bayes adaptive."
+    )
+    max_size_mb: float = Field(10.0, gt=0, description="Memory bound; at it, leaves stop growing.")
 
 
 class HoeffdingAdaptiveTreeParams(HoeffdingTreeParams):
     """Hoeffding adaptive tree: replaces branches whose error drifts (ADWIN per node)."""
 
     model: Literal["hoeffding_adaptive_tree"]  # type: ignore[assignment]
-    seed: int = 1
+    seed: int = Field(1, description="Random seed.")
 
 
 class ARFParams(_Params):
     """Adaptive random forest (river.forest.ARFClassifier); ``max_size_mb`` is per tree."""
 
     model: Literal["arf"]
-    n_models: int = Field(10, ge=1, le=100)
-    grace_period: int = Field(50, ge=1)
-    max_depth: int | None = Field(None, ge=1)
-    max_size_mb: float = Field(5.0, gt=0)
-    seed: int = 1
+    n_models: int = Field(10, ge=1, le=100, description="Trees in the forest.")
+    grace_period: int = Field(50, ge=1, description="Windows a leaf sees between split attempts.")
+    max_depth: int | None = Field(None, ge=1, description="Depth limit per tree; unset: none.")
+    max_size_mb: float = Field(5.0, gt=0, description="Memory bound per tree.")
+    seed: int = Field(1, description="Random seed.")
 
 
 class LogisticParams(_Params):
     """Multinomial logistic regression on standardised features (SoftmaxRegression, SGD)."""
 
     model: Literal["logistic"]
-    lr: float = Field(0.05, gt=0)
-    l2: float = Field(0.0, ge=0)
+    lr: float = Field(0.05, gt=0, description="SGD learning rate.")
+    l2: float = Field(0.0, ge=0, description="L2 regularisation.")
 
 
 class GaussianNBParams(_Params):
@@ -81,8 +83,8 @@ class KNNParams(_Params):
     """k nearest neighbours over the last ``window_size`` standardised windows."""
 
     model: Literal["knn"]
-    n_neighbors: int = Field(5, ge=1)
-    window_size: int = Field(500, ge=1, le=100_000)
+    n_neighbors: int = Field(5, ge=1, description="Neighbours that vote.")
+    window_size: int = Field(500, ge=1, le=100_000, description="Windows remembered.")
 
 
 ClassifierParams = Annotated[
@@ -102,15 +104,19 @@ class HalfSpaceTreesParams(_Params):
     not learned, so a developing fault does not become the new normal."""
 
     model: Literal["half_space_trees"]
-    n_trees: int = Field(25, ge=1, le=200)
-    height: int = Field(8, ge=2, le=16)
-    window_size: int = Field(250, ge=10)
-    seed: int = 1
-    quantile: float = Field(0.99, gt=0.5, lt=1)
-    warmup: int = Field(500, ge=0)
+    n_trees: int = Field(25, ge=1, le=200, description="Trees in the ensemble.")
+    height: int = Field(8, ge=2, le=16, description="Height of each tree.")
+    window_size: int = Field(250, ge=10, description="Windows in the reference window.")
+    seed: int = Field(1, description="Random seed.")
+    quantile: float = Field(
+        0.99, gt=0.5, lt=1, description="Alarm above this running quantile of past scores."
+    )
+    warmup: int = Field(500, ge=0, description="Windows scored before any alarm.")
     # Off-delay (alarm management practice): an alarm stays on this many windows after the last
     # window above the threshold, so one episode is one alarm, not a flicker of many.
-    hold: int = Field(0, ge=0)
+    hold: int = Field(
+        0, ge=0, description="Alarm off-delay: windows an alarm stays on after the last high score."
+    )
 
 
 AnomalyParams = Annotated[HalfSpaceTreesParams, Field(discriminator="model")]
@@ -184,16 +190,29 @@ class LifecycleParams(_Params):
     runs; otherwise one of the champion's kind starts fresh when drift is detected
     (``reaction = "challenger"``)."""
 
-    drift_detector: Literal["adwin", "page_hinkley", "none"] = "adwin"
-    drift_delta: float = Field(0.002, gt=0, lt=1)  # ADWIN delta / Page-Hinkley delta
-    reaction: Literal["alert", "challenger", "reset"] = "challenger"
-    challenger: ClassifierParams | None = None
-    margin: float = Field(0.02, ge=0, lt=1)
-    min_windows: int = Field(100, ge=1)
-    window: int = Field(200, ge=10)
+    drift_detector: Literal["adwin", "page_hinkley", "none"] = Field(
+        "adwin", description="Detector on the error stream; only a rise counts."
+    )
+    drift_delta: float = Field(
+        0.002, gt=0, lt=1, description="Detector sensitivity (ADWIN `delta`, Page-Hinkley `delta`)."
+    )
+    reaction: Literal["alert", "challenger", "reset"] = Field(
+        "challenger",
+        description="On drift: an alert only, start a fresh challenger, or replace the model at once.",
+    )
+    challenger: ClassifierParams | None = Field(
+        None,
+        description="A classifier table (as `classifier`) that always runs as challenger; unset: one of "
+        "the champion's kind starts on drift.",
+    )
+    margin: float = Field(
+        0.02, ge=0, lt=1, description="Accuracy margin by which the challenger must beat the champion."
+    )
+    min_windows: int = Field(100, ge=1, description="Windows both must have seen before a promotion.")
+    window: int = Field(200, ge=10, description="Latest shared windows compared.")
     # Also watch the anomaly stream: a sustained rise in the share of windows whose score
     # crosses the alarm threshold (alert + event; the detector is not reset).
-    anomaly_drift: bool = True
+    anomaly_drift: bool = Field(True, description="Also watch the rate of high anomaly scores.")
 
 
 def build_drift_detector(p: LifecycleParams) -> Any:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from edged.config import ConfigError, load, parse
+import drivers
+import edged.config
+from edged.config import AnySensorConfig, ConfigError, load, parse
 from tests.conftest import REPO
 
 
@@ -96,6 +100,25 @@ class TestErrors:
         raw = _raw()
         raw["device"]["id"] = "a/#"
         assert _problems(raw)[0].startswith("device.id:")
+
+
+class TestSchema:
+    def test_sensor_union_lists_every_driver_config(self) -> None:
+        """The typed sensor union in edged.config names exactly the configs drivers.CONFIGS registers."""
+        assert set(typing.get_args(AnySensorConfig)) == set(drivers.CONFIGS)
+
+    def test_every_config_field_is_described(self) -> None:
+        """Every key of edged's own sections carries a description (the configuration reference is
+        generated from them)."""
+        own = [
+            m
+            for m in vars(edged.config).values()
+            if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == "edged.config"
+        ]
+        undescribed = [
+            f"{m.__name__}.{n}" for m in own for n, f in m.model_fields.items() if not f.description
+        ]
+        assert not undescribed
 
 
 class TestCheckCommand:
