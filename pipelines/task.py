@@ -138,6 +138,23 @@ class TaskPipeline:
         self.trace: list[bool] | None = None  # when a list: correctness of each learned window, in order
         self.windows = 0
 
+    def reset_stream(self) -> None:
+        """A new stream starts (e.g. the next replayed file): forget the buffered samples, the
+        windows waiting for labels and the open labels. The model and its metrics carry on."""
+        self.windower.reset()
+        self.pending.clear()
+        self.open_labels.clear()
+
+    def begin_segment(self) -> Prequential:
+        """Also evaluate the windows learned from now on on their own (e.g. per replayed file);
+        returns that evaluation, which :meth:`end_segment` stops."""
+        self.segment_eval = Prequential(recent=self.model.evaluation.recent)
+        return self.segment_eval
+
+    def end_segment(self) -> None:
+        """Stop the evaluation :meth:`begin_segment` started."""
+        self.segment_eval = None
+
     def bind(self, channels: tuple[str, ...]) -> list[int] | None:
         """Columns of a block with ``channels`` that feed this task's rows (context channels the
         block lacks become -1: their latest value from elsewhere is used); ``None`` when the

@@ -597,6 +597,6 @@ class TestTaskPipelineDsp:
             rates[-1] == pytest.approx(0.05, rel=1e-6)
             and task._slopes[0].hist[-1][0] - task._slopes[0].hist[0][0] <= 31
         )
-        task.windower.reset()
+        task.reset_stream()
         task.process(t[:1000], x[:1000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
         assert task._slopes[0].hist[0][0] < 1.0
