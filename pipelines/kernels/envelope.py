@@ -41,6 +41,25 @@ def _envelope_spectrum(
     Rows go in pairs, three FFTs per pair: both rows forward as ``a + i b``; both (real)
     Hilbert transforms back as ``H{a} + i H{b}`` (the inverse FFT as the conjugate of the
     forward FFT of the conjugate); both envelope spectra as ``e_a + i e_b``.
+
+    Parameters
+    ----------
+    xb
+        (C, N) float64 band-passed rows.
+    win
+        (N,) window function.
+    swaps, tw_re, tw_im
+        FFT tables.
+    scale
+        1 / (P sum(win^2)).
+    re, im
+        (P,) float64 work space.
+    env
+        (2, N) float64 work space.
+    env_mean
+        (C,) float64, written.
+    psd
+        (C, P/2 + 1) float64, written.
     """
     n_ch, n = xb.shape
     p = re.shape[0]

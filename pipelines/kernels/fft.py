@@ -25,6 +25,15 @@ def _fft_inplace(
     ``2h`` together take four points ``k, k+h, k+2h, k+3h`` of a block of ``4h``: the pairs
     ``(k, k+h)`` and ``(k+2h, k+3h)`` with ``W_2h^k``, then ``(k, k+2h)`` with ``W_4h^k`` and
     ``(k+h, k+3h)`` with ``W_4h^(k+h) = -i W_4h^k``.
+
+    Parameters
+    ----------
+    re, im
+        (P,) float64 real and imaginary parts, P a power of two; transformed in place.
+    swaps
+        (S, 2) int64 index pairs of the bit-reversal permutation (:func:`fft_tables`).
+    tw_re, tw_im
+        (P - 1,) float64 twiddles of every stage (:func:`fft_tables`).
     """
     n = re.shape[0]
     for s in range(swaps.shape[0]):  # the bit-reversal permutation as a list of swaps
@@ -120,7 +129,23 @@ def _padded_power(
     c1: int,
 ) -> None:
     """Zero-pad the loaded ``re + i im`` (first ``n`` samples) to the FFT length, transform, and
-    split the two rows' one-sided power into rows ``c0`` and ``c1`` of ``psd``."""
+    split the two rows' one-sided power into rows ``c0`` and ``c1`` of ``psd``.
+
+    Parameters
+    ----------
+    re, im
+        (P,) float64 work space holding two loaded rows in their first ``n`` entries.
+    n
+        number of loaded samples.
+    swaps, tw_re, tw_im
+        FFT tables (:func:`fft_tables`).
+    scale
+        power scale, 1 / (P sum(win^2)).
+    psd
+        (C, P/2 + 1) float64; rows ``c0`` and ``c1`` written.
+    c0, c1
+        the rows of ``psd`` for the real and the imaginary part (-1: none).
+    """
     for i in range(n, re.shape[0]):
         re[i] = 0.0
         im[i] = 0.0
@@ -132,7 +157,19 @@ def _padded_power(
 def _split_power(re: np.ndarray, im: np.ndarray, scale: float, psd: np.ndarray, c0: int, c1: int) -> None:
     """One-sided power spectra of two real signals packed as ``a + i b`` and transformed
     (``re + i im``), into rows ``c0`` and ``c1`` (-1: none) of ``psd``; separated by conjugate
-    symmetry: ``A_k = (Z_k + conj(Z_{p-k})) / 2``, ``B_k = (Z_k - conj(Z_{p-k})) / 2i``."""
+    symmetry: ``A_k = (Z_k + conj(Z_{p-k})) / 2``, ``B_k = (Z_k - conj(Z_{p-k})) / 2i``.
+
+    Parameters
+    ----------
+    re, im
+        (P,) float64, the transform of ``a + i b``.
+    scale
+        power scale.
+    psd
+        (C, P/2 + 1) float64; rows ``c0`` and ``c1`` written.
+    c0, c1
+        the rows of ``psd`` for ``a`` and ``b`` (-1: none).
+    """
     p = re.shape[0]
     for k in range(p // 2 + 1):
         kk = (p - k) % p

@@ -37,6 +37,23 @@ def _power_spectrum(
     ``len(re)``; ``scale`` = 1 / (P * sum(win**2)), so the bins of a row add up to its
     (window-weighted) mean square. Two real rows share one complex FFT (row a as the real
     part, row b as the imaginary part).
+
+    Parameters
+    ----------
+    x
+        (C, N) float64 rows.
+    means
+        (C,) row means.
+    win
+        (N,) window function.
+    swaps, tw_re, tw_im
+        FFT tables (:func:`~pipelines.kernels.fft.fft_tables`).
+    scale
+        1 / (P sum(win^2)).
+    re, im
+        (P,) float64 work space.
+    psd
+        (C, P/2 + 1) float64, written.
     """
     n_ch, n = x.shape
     for c0 in range(0, n_ch, 2):
@@ -56,7 +73,19 @@ def _power_spectrum(
 
 @njit(**JIT)
 def _band_sums(psd: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, log: bool, out: np.ndarray) -> None:
-    """Power of each row of ``psd`` in bin ranges ``[band_lo[b], band_hi[b])`` into ``out`` (C, B)."""
+    """Power of each row of ``psd`` in bin ranges ``[band_lo[b], band_hi[b])`` into ``out`` (C, B).
+
+    Parameters
+    ----------
+    psd
+        (C, K) one-sided power.
+    band_lo, band_hi
+        (B,) int64 first and one-past-last bin of each band.
+    log
+        write log10(power + 1e-12) instead of the power.
+    out
+        (C, B) float64, written.
+    """
     for c in range(psd.shape[0]):
         for b in range(band_lo.shape[0]):
             acc = 0.0
@@ -73,6 +102,19 @@ def _spectral_shape(psd: np.ndarray, means: np.ndarray, df: float, amp_scale: fl
     The amplitude is that of a sinusoid whose power falls in the dominant bin
     (``amp_scale * sqrt(psd)``); the entropy is Shannon's of the normalised spectrum divided
     by log(number of bins). A row without power (a constant signal) gives zeros.
+
+    Parameters
+    ----------
+    psd
+        (C, K) one-sided power.
+    means
+        (C,) row means (a row whose AC power is rounding next to its level is constant).
+    df
+        bin width (Hz).
+    amp_scale
+        converts the square root of a bin's power to the amplitude of a sinusoid in it.
+    out
+        (C, 4) float64, written in ``SPECTRUM`` order.
     """
     n_bins = psd.shape[1]
     log_bins = math.log(n_bins - 1)
@@ -107,7 +149,21 @@ def _spectral_shape(psd: np.ndarray, means: np.ndarray, df: float, amp_scale: fl
 @njit(**JIT)
 def _velocity_rms(psd: np.ndarray, k_lo: int, k_hi: int, df: float, scale: float, out: np.ndarray) -> None:
     """RMS of the velocity in bins ``[k_lo, k_hi)`` from acceleration power ``psd`` (C, K):
-    integration divides each bin by (2 pi f)^2; ``scale`` converts to the output unit."""
+    integration divides each bin by (2 pi f)^2; ``scale`` converts to the output unit.
+
+    Parameters
+    ----------
+    psd
+        (C, K) one-sided acceleration power.
+    k_lo, k_hi
+        bin range ``[k_lo, k_hi)``, ``k_lo >= 1``.
+    df
+        bin width (Hz).
+    scale
+        acceleration unit to m/s^2, times 1000 (mm/s).
+    out
+        (C,) float64, written.
+    """
     w = 2.0 * math.pi * df
     for c in range(psd.shape[0]):
         acc = 0.0
@@ -130,7 +186,25 @@ def _line_power(
     """Power of each row of ``psd`` (C, K) at spectral lines into ``out`` (C, M): for line m,
     the sum over harmonics h = 1..``harmonics`` of the bins within ``h * centers[m] +- hw``,
     ``hw = max(rel_tol * h * centers[m], min_half_width)`` (Hz); DC and bins past Nyquist are
-    left out."""
+    left out.
+
+    Parameters
+    ----------
+    psd
+        (C, K) one-sided power.
+    df
+        bin width (Hz).
+    centers
+        (M,) line frequencies (Hz).
+    harmonics
+        harmonics summed per line.
+    rel_tol, min_half_width
+        half width of a line, relative and at least (Hz).
+    log
+        write log10(power + 1e-12).
+    out
+        (C, M) float64, written.
+    """
     n_bins = psd.shape[1]
     for c in range(psd.shape[0]):
         for m in range(centers.shape[0]):
@@ -148,7 +222,22 @@ def _line_power(
 @njit(**JIT)
 def _peak_frequency(psd: np.ndarray, k_lo: int, k_hi: int, df: float) -> float:
     """Frequency of the strongest line of the summed rows of ``psd`` in bins ``[k_lo, k_hi]``,
-    refined by a parabola through the log power of the peak bin and its neighbours."""
+    refined by a parabola through the log power of the peak bin and its neighbours.
+
+    Parameters
+    ----------
+    psd
+        (C, K) one-sided power.
+    k_lo, k_hi
+        bin range searched, ``[k_lo, k_hi]``.
+    df
+        bin width (Hz).
+
+    Returns
+    -------
+    float
+        the frequency (Hz).
+    """
     n_bins = psd.shape[1]
     best = -1.0
     k_best = k_lo

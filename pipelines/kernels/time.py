@@ -23,6 +23,13 @@ def _time_stats(x: np.ndarray, out: np.ndarray) -> None:
     Skewness and kurtosis are the biased moment ratios (scipy.stats defaults; kurtosis is the
     excess, 0 for a normal distribution), 0 for a constant row. Crest factor is peak/RMS, the
     zero-crossing rate counts sign changes of the mean-removed signal per sample.
+
+    Parameters
+    ----------
+    x
+        (C, N) float64 rows.
+    out
+        (C, 10) float64, written.
     """
     n_ch, n = x.shape
     for c in range(n_ch):
@@ -80,6 +87,17 @@ def _motion(x: np.ndarray, triads: np.ndarray, norm: np.ndarray, out: np.ndarray
     ``triads`` (T, 3) holds the row indices of each vector's axes; ``norm`` (N,) is work space.
     Signal magnitude area is mean(|x| + |y| + |z|); correlations are Pearson's r (0 when an
     axis is constant).
+
+    Parameters
+    ----------
+    x
+        (R, N) float64 rows.
+    triads
+        (T, 3) int64 row indices of the x, y and z axis of each vector.
+    norm
+        (N,) float64 work space.
+    out
+        (T, 8) float64, written.
     """
     n = x.shape[1]
     for t in range(triads.shape[0]):
@@ -142,7 +160,13 @@ def _motion(x: np.ndarray, triads: np.ndarray, norm: np.ndarray, out: np.ndarray
 
 @njit(**JIT)
 def _finite_or_nan(v: np.ndarray) -> None:
-    """Replace non-finite entries of ``v`` by NaN (a feature absent, never +-inf to a learner)."""
+    """Replace non-finite entries of ``v`` by NaN (a feature absent, never +-inf to a learner).
+
+    Parameters
+    ----------
+    v
+        (K,) float64, changed in place.
+    """
     for i in range(v.shape[0]):
         if not math.isfinite(v[i]):
             v[i] = math.nan
