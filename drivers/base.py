@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.labels import LabelColumn
+
 
 class DriverError(Exception):
     """A sensor could not be read; the runtime marks it unhealthy and retries."""
@@ -56,14 +58,14 @@ class Block:
 
     ``t`` is float64 seconds, non-decreasing (the monotonic clock in ``run``, the file's ``t``
     in ``replay``); ``x`` is float64 with shape ``(len(t), len(channels))``. ``labels`` carries
-    per-sample class names for tasks whose labels travel with the data (replayed files).
+    per-sample class names, per task, for tasks whose labels travel with the data (replayed files).
     """
 
     source: str
     channels: tuple[str, ...]
     t: np.ndarray
     x: np.ndarray
-    labels: dict[str, np.ndarray] | None = None
+    labels: dict[str, LabelColumn] | None = None
 
     def __len__(self) -> int:
         return int(self.t.shape[0])

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from drivers.base import Block, SensorConfig
+from pipelines.labels import LabelColumn
 
 LABEL_PREFIX = "label."
 
@@ -147,7 +148,11 @@ def read_recording(
                     "(the format requires non-decreasing t)"
                 )
             last_t = float(t[-1])
-            labels = dict(zip(label_cols, labels_raw, strict=True)) if label_cols else None
+            labels = (
+                {name: LabelColumn(*col) for name, col in zip(label_cols, labels_raw, strict=True)}
+                if label_cols
+                else None
+            )
             yield Block(source, tuple(channels), t, np.ascontiguousarray(num[:, 1:]), labels)
             row += num.shape[0]
 
@@ -216,7 +221,7 @@ class FileSensor:
             self._start = now
         out_t: list[np.ndarray] = []
         out_x: list[np.ndarray] = []
-        out_l: list[dict[str, tuple[np.ndarray, tuple[str, ...]]] | None] = []
+        out_l: list[dict[str, LabelColumn] | None] = []
         while not self._done:
             blk = self._pending or self._next_chunk()
             self._pending = None
@@ -238,12 +243,12 @@ class FileSensor:
                     blk.channels,
                     blk.t[n:],
                     blk.x[n:],
-                    {k: (c[n:], v) for k, (c, v) in blk.labels.items()} if blk.labels else None,
+                    {k: col.rows(slice(n, None)) for k, col in blk.labels.items()} if blk.labels else None,
                 )
             if n:
                 out_t.append(tm[:n])
                 out_x.append(blk.x[:n][:, self._cols])
-                out_l.append({k: (c[:n], v) for k, (c, v) in blk.labels.items()} if blk.labels else None)
+                out_l.append({k: col.rows(slice(n)) for k, col in blk.labels.items()} if blk.labels else None)
             if self._pending is not None:
                 break
         if not out_t:
@@ -251,21 +256,9 @@ class FileSensor:
         labels = None
         if any(out_l):
             labels = {}
-            for task in out_l[0] or {}:
-                vocab_all: list[str] = []
-                codes_all = []
-                for part in out_l:
-                    codes, vocab = part[task]  # type: ignore[index]
-                    lut = np.array([_index(vocab_all, v) for v in vocab] + [-1], dtype=np.int32)
-                    codes_all.append(lut[np.where(codes >= 0, codes, len(vocab))])
-                labels[task] = (np.concatenate(codes_all), tuple(vocab_all))
+            for task in out_l[0] or {}:  # every block of a file has the header's label columns
+                labels[task] = LabelColumn.concat(part[task] for part in out_l if part is not None)
         return Block(self.name, self.channels, np.concatenate(out_t), np.concatenate(out_x), labels)
 
     def close(self) -> None:
         """Nothing to release (the file is opened per chunk iterator)."""
-
-
-def _index(items: list[str], v: str) -> int:
-    if v not in items:
-        items.append(v)
-    return items.index(v)

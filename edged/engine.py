@@ -198,13 +198,10 @@ class Engine:
     def _label_codes(self, task: TaskPipeline, block: Block) -> np.ndarray | None:
         if not block.labels or task.name not in block.labels:
             return None
-        codes, vocab = block.labels[task.name]
         allowed = self.allowed.get(task.name)
-        lut = np.array(
-            [task.code(v) if v and (not allowed or v in allowed) else -1 for v in vocab] + [-1],
-            dtype=np.int32,
+        return block.labels[task.name].recode(
+            lambda v: task.code(v) if v and (not allowed or v in allowed) else -1
         )
-        return lut[np.where(codes >= 0, codes, len(vocab))]
 
     def _emit(self, name: str, task: TaskPipeline, pred: Prediction) -> None:
         payload: dict[str, Any] = {

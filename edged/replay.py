@@ -132,7 +132,7 @@ def replay(
     for path in files:
         p = Path(path)
         try:
-            channels, _label_cols = read_header(p)
+            channels = read_header(p)[0]
         except (OSError, RecordingError) as exc:
             raise ReplayError(str(exc)) from None
         active = {n: t for n, t in engine.tasks.items() if all(c in channels for c in t.channels)}
@@ -145,10 +145,8 @@ def replay(
         scores_before = {n: len(sink.scores.get(n, [])) for n in engine.tasks}
         alarms_before = dict(sink.alarms)
         for t in engine.tasks.values():
-            t.windower.reset()
-            t.pending.clear()
-            t.open_labels.clear()
-            t.segment_eval = Prequential(recent=t.model.evaluation.recent)
+            t.reset_stream()  # windows do not span two files
+            t.begin_segment()
         samples = 0
         checked = False
         if trace is not None:
@@ -177,7 +175,7 @@ def replay(
             tasks_rep[n] = rep
         file_reports.append({"path": str(p), "samples": samples, "tasks": tasks_rep})
     for t in engine.tasks.values():
-        t.segment_eval = None
+        t.end_segment()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started

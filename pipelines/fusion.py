@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from pipelines.features import ACCEL_UNITS, JIT
-from pipelines.units import STANDARD_GRAVITY
+from pipelines.jit import JIT
+from pipelines.units import ACCEL_UNITS, STANDARD_GRAVITY
 
 ORIENTATION_OUTPUTS = ("roll", "pitch", "yaw", "lax", "lay", "laz")
 IMU = ("ax", "ay", "az", "gx", "gy", "gz")

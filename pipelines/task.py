@@ -138,6 +138,23 @@ class TaskPipeline:
         self.trace: list[bool] | None = None  # when a list: correctness of each learned window, in order
         self.windows = 0
 
+    def reset_stream(self) -> None:
+        """A new stream starts (e.g. the next replayed file): forget the buffered samples, the
+        windows waiting for labels and the open labels. The model and its metrics carry on."""
+        self.windower.reset()
+        self.pending.clear()
+        self.open_labels.clear()
+
+    def begin_segment(self) -> Prequential:
+        """Also evaluate the windows learned from now on on their own (e.g. per replayed file);
+        returns that evaluation, which :meth:`end_segment` stops."""
+        self.segment_eval = Prequential(recent=self.model.evaluation.recent)
+        return self.segment_eval
+
+    def end_segment(self) -> None:
+        """Stop the evaluation :meth:`begin_segment` started."""
+        self.segment_eval = None
+
     def bind(self, channels: tuple[str, ...]) -> list[int] | None:
         """Columns of a block with ``channels`` that feed this task's rows (context channels the
         block lacks become -1: their latest value from elsewhere is used); ``None`` when the
@@ -197,8 +214,9 @@ class TaskPipeline:
         for win in self.windower.push(t, x, cols, label_codes):
             self.windows += 1
             feats = self._features(win.data, win.t_end, latest)
-            label, scores = model.predict(feats)
+            label, scores = model.predict(feats)  # predict (and score), then learn: test-then-train
             anomaly = model.score(feats) if model.detector is not None else None
+            model.learn_unlabelled(feats, anomaly[0] if anomaly is not None else None)
             ts_end = wall(win.t_end)
             rec = Record(win.t_end, wall(win.t_start), ts_end, self._vec.copy(), label)
             out.append(

@@ -102,7 +102,7 @@ class TestFFT:
     @pytest.mark.parametrize("p", [1 << k for k in range(13)])
     def test_fft_matches_numpy(self, p: int) -> None:
         """The in-place radix-2^2 FFT equals numpy.fft.fft for every power of two up to 4096 (atol 1e-12 x p)."""
-        from pipelines.features import _fft_inplace, fft_tables
+        from pipelines.kernels.fft import _fft_inplace, fft_tables
 
         rng = np.random.default_rng(p)
         z = rng.standard_normal(p) + 1j * rng.standard_normal(p)
@@ -126,7 +126,7 @@ class TestPhysics:
     def test_velocity_band_is_clipped_to_nyquist(self) -> None:
         """The ISO band 10-1000 Hz at 1 kHz sampling becomes 10-500 Hz; a 5 Hz line is outside it."""
         fx = FeatureExtractor(("a",), 1000.0, 1024, ("velocity",))
-        assert fx.velocity_band == (10.0, 500.0)
+        assert fx.feature_set("velocity").band == (10.0, 500.0)
         t = np.arange(1024) / 1000.0
         assert fx.compute(np.sin(2 * np.pi * 5.0 * t)[None, :])[0] < 0.05 * 1000 / (
             2 * np.pi * 5 * math.sqrt(2)
@@ -597,6 +597,6 @@ class TestTaskPipelineDsp:
             rates[-1] == pytest.approx(0.05, rel=1e-6)
             and task._slopes[0].hist[-1][0] - task._slopes[0].hist[0][0] <= 31
         )
-        task.windower.reset()
+        task.reset_stream()
         task.process(t[:1000], x[:1000], task.bind((*IMU, "temperature")), None, lambda v: v, {})
         assert task._slopes[0].hist[0][0] < 1.0

@@ -256,10 +256,10 @@ class TestBounded:
             HalfSpaceTreesParams(model="half_space_trees", warmup=200, quantile=0.99, window_size=100),
         )
         for _ in range(3000):
-            m.score({"a": float(rng.normal()), "b": float(rng.normal())})
+            m.learn_unlabelled({"a": float(rng.normal()), "b": float(rng.normal())})
         quiet = [e for e in m.events if e["kind"] == "drift"]
         for _ in range(400):
-            m.score({"a": float(rng.normal(6, 1)), "b": float(rng.normal(-6, 1))})
+            m.learn_unlabelled({"a": float(rng.normal(6, 1)), "b": float(rng.normal(-6, 1))})
         loud = [e for e in m.events if e["kind"] == "drift"]
         assert len(quiet) <= 1 and len(loud) > len(quiet)
         assert loud[-1]["stream"] == "anomaly_rate"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -214,3 +216,103 @@ class TestLabels:
         r = p.model.evaluation.report()
         assert r["n"] == 20 and r["confusion"].get("lo->None", 0) + r["confusion"].get("hi->None", 0) == 1
         assert r["recent"]["accuracy"] > 0.8
+
+
+class TestLearners:
+    def test_allow_list_and_config_union_agree(self) -> None:
+        """Every params class in the config unions has a builder in the allow-list, and back."""
+        from typing import get_args
+
+        from pipelines.learners import CLASSIFIERS, DETECTORS, AnomalyParams, ClassifierParams
+
+        def members(annotated: object) -> set[type]:
+            inner = get_args(annotated)[0]
+            return set(get_args(inner)) or {inner}
+
+        assert members(ClassifierParams) == {a.params for a in CLASSIFIERS.values()}
+        assert members(AnomalyParams) == {a.params for a in DETECTORS.values()}
+        for name, allowed in {**CLASSIFIERS, **DETECTORS}.items():
+            assert allowed.params.model_fields["model"].annotation.__args__ == (name,)  # type: ignore[union-attr]
+
+    def test_predict_and_score_change_nothing(self) -> None:
+        """predict and score are pure (the pickled state is unchanged); learning is separate.
+
+        From the second window on: river's MinMaxScaler reads its running min/max from
+        defaultdicts, so transforming a feature it never learned adds an empty entry (which
+        changes no value). There is no river switch for this (0.26 lists ``pure_inference_mode``
+        in ``river.compose.__all__`` but does not define it), and none is needed."""
+        import pickle
+
+        from pipelines.learners import HalfSpaceTreesParams, LifecycleParams
+
+        m = TaskModel(
+            "t",
+            GaussianNBParams(model="gaussian_nb"),
+            HalfSpaceTreesParams(model="half_space_trees", warmup=5, hold=2, n_trees=3),
+            lifecycle=LifecycleParams(challenger=GaussianNBParams(model="gaussian_nb")),
+        )
+        rng = np.random.default_rng(0)
+        for i in range(60):
+            x = {"a": float(rng.normal(i % 2)), "b": float(rng.normal())}
+            before = pickle.dumps(m)
+            pred, _ = m.predict(x)
+            s, _ = m.score(x)
+            assert i == 0 or pickle.dumps(m) == before
+            m.learn_unlabelled(x, s)
+            m.learn(x, str(i % 2), pred)
+        assert m.n_scored == 60 and m.n_learned == 60
+
+    def test_score_alarm_matches_what_learning_records(self) -> None:
+        """The alarm flag score() predicts is the one learn_unlabelled counts (off-delay included)."""
+        from pipelines.learners import HalfSpaceTreesParams
+
+        m = TaskModel(
+            "t",
+            GaussianNBParams(model="gaussian_nb"),
+            HalfSpaceTreesParams(model="half_space_trees", warmup=20, hold=3, quantile=0.9),
+        )
+        rng = np.random.default_rng(1)
+        alarms = 0
+        for i in range(300):
+            x = {"a": float(rng.normal(8 if i % 50 == 49 else 0)), "b": float(rng.normal())}
+            _, alarm = m.score(x)
+            m.learn_unlabelled(x)
+            alarms += alarm
+        assert alarms == m.n_alarms > 0
+
+
+@pytest.fixture
+def _river_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """river.checks' data for a multiclass classifier, without its module-level sklearn import.
+
+    river's ``_yield_datasets`` imports scikit-learn first thing, for regression data
+    (``load_linnerud``) that a classifier never gets; scikit-learn is not a dependency here.
+    These are the datasets it yields for a classifier, all shipped inside river."""
+    import river.checks
+    from river import datasets
+
+    def classifier_datasets(model: object, scale: int = 1) -> Iterator[Any]:
+        yield datasets.Phishing().take(200 * scale)
+        yield ((x, np.bool_(y)) for x, y in datasets.Phishing().take(200 * scale))
+        yield datasets.ImageSegments().take(200 * scale)
+
+    monkeypatch.setattr(river.checks, "_yield_datasets", classifier_datasets)
+
+
+@pytest.mark.usefixtures("_river_datasets")
+@pytest.mark.parametrize(
+    "model", ["hoeffding_tree", "hoeffding_adaptive_tree", "arf", "logistic", "gaussian_nb", "knn"]
+)
+def test_river_estimator_checks(model: str) -> None:
+    """edged's wrapped classifier (TaskModel behind river's Classifier API) passes river's
+    check_estimator for every allow-listed model."""
+    from river.checks import check_estimator
+
+    from pipelines.learners import CLASSIFIERS
+    from pipelines.learners.estimators import TaskClassifier
+
+    assert model in CLASSIFIERS
+    params: dict[str, Any] = {"model": model}
+    if model == "arf":
+        params["n_models"] = 2  # 10 trees check the same code ten times over, 5x slower
+    check_estimator(TaskClassifier(params))

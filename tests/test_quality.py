@@ -33,3 +33,8 @@ class TestStatic:
         """Every file is as `ruff format` writes it."""
         r = _run("ruff", "format", "--no-cache", "--check", ".")
         assert r.returncode == 0, r.stdout + r.stderr
+
+    def test_mypy_pipelines(self) -> None:
+        """mypy (pyproject.toml's config, untyped defs disallowed) finds nothing in pipelines/."""
+        r = _run("mypy", "pipelines")
+        assert r.returncode == 0, r.stdout + r.stderr
