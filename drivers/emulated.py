@@ -25,6 +25,7 @@ import numpy as np
 
 from drivers import bosch
 from drivers.fakebus import EmulatedBus, EmulatedChip, RegisterChip, nack
+from drivers.sensirion import crc8
 from pipelines.units import STANDARD_GRAVITY
 
 G = STANDARD_GRAVITY
@@ -639,20 +640,11 @@ class EmuBosch(RegisterChip):
 
 
 # -- Sensirion --------------------------------------------------------------------------------------
-def _crc8(data: bytes) -> int:
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
 def _with_crc(*words: int) -> bytes:
     out = bytearray()
     for w in words:
         b = bytes([w >> 8 & 0xFF, w & 0xFF])
-        out += b + bytes([_crc8(b)])
+        out += b + bytes([crc8(b)])
     return bytes(out)
 
 

@@ -52,24 +52,6 @@ class BusError(DriverError):
         self.errno = err
 
 
-class CrcError(DriverError):
-    """A word arrived with a wrong CRC; the reading is dropped and counted."""
-
-
-def crc8(data: bytes | Sequence[int]) -> int:
-    """Sensirion CRC-8: polynomial 0x31 (x^8 + x^5 + x^4 + 1), init 0xFF, no reflection.
-
-    >>> hex(crc8(b"\\xbe\\xef"))  # SHT3x datasheet, section 4.12, "CRC (0xBEEF) = 0x92"
-    '0x92'
-    """
-    crc = 0xFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
 class Device:
     """One chip address on one bus, with bounded retries and backoff on transient errors.
 
@@ -584,7 +566,7 @@ class LinuxBus:
 class SingleShotChip(ChipDriver):
     """A chip read one triggered measurement at a time (environmental sensors): ``read()`` and
     the ``rate_hz`` schedule are shared; subclasses give ``_measure`` (raw words, raises
-    ``BusError``/``CrcError``) and ``_convert`` (raw words -> channel values)."""
+    raises ``BusError``, or another ``DriverError`` such as a Sensirion ``CrcError``) and ``_convert`` (raw words -> channel values)."""
 
     #: channel whose value pinned at either end of its range counts as saturation
     SATURATES: ClassVar[tuple[str, float, float] | None] = None

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceNotFound
-from drivers.i2c import NO_ACK, BusError, CrcError, Device, I2cSensorConfig, SingleShotChip, address_in, crc8
+from drivers.base import DeviceNotFound, DriverError
+from drivers.i2c import NO_ACK, BusError, Device, I2cSensorConfig, SingleShotChip, address_in
 
 # SHT3x-DIS datasheet, table 9 (single shot, clock stretching disabled) and table 4 (max durations)
 SHT3X_MEASURE = {"high": (b"\x24\x00", 0.0155), "medium": (b"\x24\x0b", 0.0065), "low": (b"\x24\x16", 0.0045)}
@@ -30,6 +30,24 @@ SHT3X_SOFT_RESET = b"\x30\xa2"
 SHT4X_MEASURE = {"high": (b"\xfd", 0.0083), "medium": (b"\xf6", 0.0045), "low": (b"\xe0", 0.0017)}
 SHT4X_SERIAL = b"\x89"
 SHT4X_SOFT_RESET = b"\x94"
+
+
+class CrcError(DriverError):
+    """A word arrived with a wrong CRC; the reading is dropped and counted."""
+
+
+def crc8(data: bytes | Sequence[int]) -> int:
+    """Sensirion CRC-8: polynomial 0x31 (x^8 + x^5 + x^4 + 1), init 0xFF, no reflection.
+
+    >>> hex(crc8(b"\\xbe\\xef"))  # SHT3x datasheet, section 4.12, "CRC (0xBEEF) = 0x92"
+    '0x92'
+    """
+    crc = 0xFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
 
 
 def words(data: bytes) -> list[int]:
