@@ -23,7 +23,9 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from drivers.base import DriverError
-from drivers.i2c import Device, I2cSensorConfig, SingleShotChip, address_in
+from drivers.i2c.bus import Device
+from drivers.i2c.chip import SingleShotChip
+from drivers.i2c.config import I2cSensorConfig, address_in
 
 REG_CALIB1 = 0x88  # 0x88..0xA1: dig_T1..dig_P9, (0xA0 reserved), dig_H1
 REG_ID = 0xD0

@@ -1,7 +1,7 @@
 """What the FIFO-reading IMU drivers share: burst reads, timestamps, overflow and stall handling.
 
 Each poll reads the FIFO's status, then every whole sample in it with one I2C_RDWR transfer, and
-converts the whole burst with numpy. Sample times come from :class:`~drivers.i2c.Timebase`. The
+converts the whole burst with numpy. Sample times come from :class:`~drivers.i2c.timebase.Timebase`. The
 runtime polls every quarter of the time the FIFO takes to fill (``poll_s``), so a stall of
 three poll periods still loses nothing.
 
@@ -24,9 +24,13 @@ import numpy as np
 import structlog
 
 from drivers.base import DriverError
-from drivers.i2c import BusError, ChipDriver, Timebase
+from drivers.i2c.bus import BusError
+from drivers.i2c.chip import ChipDriver
+from drivers.i2c.timebase import Timebase
 
 log = structlog.get_logger("edged.drivers")
+
+DEG = math.pi / 180.0  # rad per degree
 
 IMU_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz", "temperature")
 

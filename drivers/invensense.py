@@ -22,8 +22,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
-from drivers.imu import FifoImu
+from drivers.i2c.bus import BusError, Device
+from drivers.i2c.config import I2cSensorConfig, address_in
+from drivers.imu import DEG, FifoImu
+from pipelines.units import STANDARD_GRAVITY
 
 SMPLRT_DIV = 0x19
 CONFIG = 0x1A
@@ -100,7 +102,7 @@ class _Mpu(FifoImu):
         self.accel_range_g = accel_range_g
         self.gyro_range_dps = gyro_range_dps
         self.dlpf = DLPF_CFG[dlpf_hz]
-        self.accel_lsb = G / ACCEL_LSB_PER_G[accel_range_g]
+        self.accel_lsb = STANDARD_GRAVITY / ACCEL_LSB_PER_G[accel_range_g]
         self.gyro_lsb = DEG / GYRO_LSB_PER_DPS[gyro_range_dps]
         self.packet = 2 * self.words
         self.fifo_en = (FIFO_EN_ACCEL if self.accel else 0) | (FIFO_EN_GYRO if self.gyro else 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import DriverError
-from drivers.i2c import Device
+from drivers.i2c.bus import Device
 
 READ_PROBE = frozenset(range(0x30, 0x38)) | frozenset(range(0x50, 0x60))
 

@@ -19,7 +19,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from drivers.base import DeviceNotFound, DriverError
-from drivers.i2c import NO_ACK, BusError, Device, I2cSensorConfig, SingleShotChip, address_in
+from drivers.i2c.bus import NO_ACK, BusError, Device
+from drivers.i2c.chip import SingleShotChip
+from drivers.i2c.config import I2cSensorConfig, address_in
 
 # SHT3x-DIS datasheet, table 9 (single shot, clock stretching disabled) and table 4 (max durations)
 SHT3X_MEASURE = {"high": (b"\x24\x00", 0.0155), "medium": (b"\x24\x0b", 0.0065), "low": (b"\x24\x16", 0.0045)}

@@ -27,8 +27,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
-from drivers.imu import FifoImu, closest
+from drivers.i2c.bus import BusError, Device
+from drivers.i2c.config import I2cSensorConfig, address_in
+from drivers.imu import DEG, FifoImu, closest
+from pipelines.units import STANDARD_GRAVITY
 
 WHO_AM_I = 0x0F
 CTRL1_XL = 0x10
@@ -73,7 +75,7 @@ class _Lsm6(FifoImu):
         self.odr_code = ODR[odr]
         self.accel_range_g = accel_range_g
         self.gyro_range_dps = gyro_range_dps
-        self.accel_lsb = MG_PER_LSB[accel_range_g] * 1e-3 * G
+        self.accel_lsb = MG_PER_LSB[accel_range_g] * 1e-3 * STANDARD_GRAVITY
         self.gyro_lsb = MDPS_PER_LSB[gyro_range_dps] * 1e-3 * DEG
         self.ctrl1 = self.odr_code << 4 | FS_XL[accel_range_g] << 2
         self.ctrl2 = self.odr_code << 4 | FS_G[gyro_range_dps] << 2 | (0b10 if gyro_range_dps == 125 else 0)

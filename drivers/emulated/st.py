@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.emulated.imu import EmuImu, int16_counts
-from drivers.i2c import DEG
+from drivers.imu import DEG
 from pipelines.units import STANDARD_GRAVITY
 
 
