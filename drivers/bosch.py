@@ -163,7 +163,7 @@ def conversion_time_s(osrs_t: int, osrs_p: int, osrs_h: int | None) -> float:
     return ms / 1000.0
 
 
-class _BoschEnv(SingleShotChip):
+class _BoschEnv(SingleShotChip[tuple[int, int, int]]):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
     ADDRESSES = (0x76, 0x77)
@@ -261,8 +261,9 @@ class _BoschEnv(SingleShotChip):
         adc_h = data[6] << 8 | data[7] if self.HUMIDITY else 0
         return adc_t, adc_p, adc_h
 
-    def _convert(self, adc_t: int, adc_p: int, adc_h: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int, int]) -> dict[str, float]:
         assert self.cal is not None
+        adc_t, adc_p, adc_h = raw
         nan = math.nan
         if adc_t == SKIPPED_20:
             return dict.fromkeys(self.CHANNELS, nan)
@@ -278,7 +279,7 @@ class _BoschEnv(SingleShotChip):
         if not self._is_due(now):
             return None
         raw = self._measure()
-        return self._sample(now, raw, self._convert(*raw))
+        return self._sample(now, raw, self._convert(raw))
 
 
 class BME280(_BoschEnv):

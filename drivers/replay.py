@@ -14,7 +14,7 @@ import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Literal, TextIO
+from typing import ClassVar, Literal, TextIO
 
 import numpy as np
 from pydantic import Field
@@ -53,7 +53,7 @@ def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
     return channels, labels
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")
@@ -161,9 +161,7 @@ class FileSensorConfig(SensorConfig):
     driver: Literal["file"]
     path: str = Field(min_length=1, description="The recording (CSV or `.csv.gz`) to play in real time.")
     rate_hz: float = Field(gt=0, description="Sample rate of the recording in Hz.")
-    channels: list[str] = Field(  # type: ignore[assignment]
-        min_length=1, description="File columns this sensor provides."
-    )
+    channels: list[str] = Field(min_length=1, description="File columns this sensor provides.")
     loop: bool = Field(True, description="Start over at the end of the file.")
 
 

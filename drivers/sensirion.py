@@ -90,7 +90,7 @@ def sht4x_humidity(s_rh: int) -> float:
     return min(100.0, max(0.0, -6.0 + 125.0 * s_rh / 65535.0))
 
 
-class _Sensirion(SingleShotChip):
+class _Sensirion(SingleShotChip[tuple[int, int]]):
     CHANNELS = ("temperature", "humidity")
     STUCK_AFTER = 30
     SATURATES = ("humidity", 0.0, 100.0)
@@ -132,7 +132,7 @@ class _Sensirion(SingleShotChip):
                 self.flag("crc", f"{self._crc_run} readings in a row failed their CRC ({exc})", now)
             return None
         self._crc_run = 0
-        return self._sample(now, raw, self._convert(*raw))
+        return self._sample(now, raw, self._convert(raw))
 
 
 class SHT3x(_Sensirion):
@@ -181,7 +181,8 @@ class SHT3x(_Sensirion):
         self.sleep(0.0015)  # soft reset time: 1.5 ms max
         self.dev.command(SHT3X_CLEAR_STATUS, "clear status")
 
-    def _convert(self, s_t: int, s_rh: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int]) -> dict[str, float]:
+        s_t, s_rh = raw
         return {"temperature": sht3x_temperature(s_t), "humidity": sht3x_humidity(s_rh)}
 
 
@@ -229,7 +230,8 @@ class SHT4x(_Sensirion):
         self.dev.command(SHT4X_SOFT_RESET, "soft reset")
         self.sleep(0.001)  # soft reset time: 1 ms max
 
-    def _convert(self, s_t: int, s_rh: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int]) -> dict[str, float]:
+        s_t, s_rh = raw
         return {"temperature": sht4x_temperature(s_t), "humidity": sht4x_humidity(s_rh)}
 
 

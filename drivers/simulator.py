@@ -32,7 +32,6 @@ from pydantic import Field
 from drivers.base import Block, SensorConfig, StrictModel, select_channels
 from pipelines.units import STANDARD_GRAVITY
 
-STATES = ("off", "idle", "running")
 FAULTS = ("normal", "imbalance", "misalignment", "bearing_outer")
 
 G = STANDARD_GRAVITY
@@ -51,6 +50,9 @@ _NEXT_STATE = {
 }
 
 
+_LABEL_TASKS: dict[Literal["state", "fault"], str] = {"state": "activity", "fault": "maintenance"}
+
+
 class SimulatorConfig(StrictModel):
     """``[simulator]``: the simulated machine shared by every ``sim_*`` sensor."""
 
@@ -64,7 +66,7 @@ class SimulatorConfig(StrictModel):
         10.0, ge=0, description="Hand out the ground truth as labels this often (0: never)."
     )
     label_tasks: dict[Literal["state", "fault"], str] = Field(
-        default_factory=lambda: {"state": "activity", "fault": "maintenance"},
+        default_factory=lambda: dict(_LABEL_TASKS),
         description="Which task receives which truth (the operating state, the fault).",
     )
 

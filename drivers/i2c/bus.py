@@ -10,17 +10,20 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from drivers.base import DriverError
 
 log = structlog.get_logger("edged.drivers")
+
+T = TypeVar("T")
 
 #: errors a working bus produces now and then (noise, a slow chip, a NACK mid-transfer)
 TRANSIENT = frozenset({errno.EIO, errno.EREMOTEIO, errno.ETIMEDOUT, errno.ENXIO, errno.EAGAIN})
@@ -67,7 +70,7 @@ class Device:
     def where(self) -> str:
         return f"bus {self.bus_name} address 0x{self.address:02x}"
 
-    def _call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> Any:
+    def _call(self, what: str, fn: Callable[[], T], retry: bool = True) -> T:
         attempts = 1 + (self.retries if retry else 0)
         delay = self.backoff_s
         for attempt in range(attempts):
@@ -149,7 +152,7 @@ class Device:
             out += bytes(
                 self._call(
                     f"read {k} bytes from register 0x{r:02x}",
-                    lambda k=k, r=r: self.bus.read_i2c_block_data(self.address, r, k),
+                    functools.partial(self.bus.read_i2c_block_data, self.address, r, k),
                     not fifo,
                 )
             )

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import structlog
@@ -25,6 +25,9 @@ from drivers.i2c.bus import NO_ACK, BusError, Device
 from drivers.i2c.quality import QualityGate
 
 log = structlog.get_logger("edged.drivers")
+
+#: the raw words of one single-shot measurement, e.g. ``tuple[int, int]`` (temperature, humidity)
+RawT = TypeVar("RawT", bound=tuple[int, ...])
 
 
 class ChipDriver:
@@ -192,10 +195,11 @@ class ChipDriver:
         """Nothing to release: the bus belongs to whoever opened it."""
 
 
-class SingleShotChip(ChipDriver):
+class SingleShotChip(ChipDriver, Generic[RawT]):
     """A chip read one triggered measurement at a time (environmental sensors): ``read()`` and
-    the ``rate_hz`` schedule are shared; subclasses give ``_measure`` (raw words, raises
-    raises ``BusError``, or another ``DriverError`` such as a Sensirion ``CrcError``) and ``_convert`` (raw words -> channel values)."""
+    the ``rate_hz`` schedule are shared; subclasses give ``_measure`` (the raw words, a
+    ``RawT``; raises ``BusError``, or another ``DriverError`` such as a Sensirion ``CrcError``)
+    and ``_convert`` (raw words -> channel values)."""
 
     #: channel whose value pinned at either end of its range counts as saturation
     SATURATES: ClassVar[tuple[str, float, float] | None] = None
@@ -205,10 +209,10 @@ class SingleShotChip(ChipDriver):
         self.poll_s = 1.0 / self.rate_hz
         self._due = -math.inf
 
-    def _measure(self) -> tuple[int, ...]:
+    def _measure(self) -> RawT:
         raise NotImplementedError
 
-    def _convert(self, *raw: int) -> dict[str, float]:
+    def _convert(self, raw: RawT) -> dict[str, float]:
         raise NotImplementedError
 
     def read(self) -> dict[str, float]:
@@ -216,7 +220,7 @@ class SingleShotChip(ChipDriver):
         with self._lock:
             self._ensure()
             try:
-                return self._convert(*self._measure())
+                return self._convert(self._measure())
             except BusError:
                 self.ready = False
                 raise
