@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from drivers.base import DriverError
+from drivers.base import DriverError, SMBusLike
 from drivers.i2c.bus import Device
 from drivers.i2c.chip import SingleShotChip
 from drivers.i2c.config import I2cSensorConfig, address_in
@@ -166,7 +166,7 @@ def conversion_time_s(osrs_t: int, osrs_p: int, osrs_h: int | None) -> float:
 class _BoschEnv(SingleShotChip[tuple[int, int, int]]):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
-    ADDRESSES = (0x76, 0x77)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x76, 0x77)
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 85.0),
         "pressure": (30000.0, 110000.0),
@@ -177,7 +177,7 @@ class _BoschEnv(SingleShotChip[tuple[int, int, int]]):
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x76,
         *,
         oversampling: int = 1,
@@ -286,7 +286,7 @@ class BME280(_BoschEnv):
     """Bosch BME280: temperature, pressure and humidity (chip ID 0x60)."""
 
     CHIP = "BME280"
-    CHANNELS = ("temperature", "pressure", "humidity")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "pressure", "humidity")
     IDS: ClassVar[dict[int, str]] = {0x60: "BME280"}
     HUMIDITY = True
 
@@ -295,7 +295,7 @@ class BMP280(_BoschEnv):
     """Bosch BMP280: temperature and pressure (chip ID 0x58; 0x56/0x57 on engineering samples)."""
 
     CHIP = "BMP280"
-    CHANNELS = ("temperature", "pressure")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "pressure")
     IDS: ClassVar[dict[int, str]] = {0x58: "BMP280", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)"}
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import structlog
 
-from drivers.base import DriverError
+from drivers.base import DriverError, SMBusLike
 from drivers.i2c.bus import BusError
 from drivers.i2c.chip import ChipDriver
 from drivers.i2c.timebase import Timebase
@@ -38,14 +38,20 @@ IMU_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz", "temperature")
 class FifoImu(ChipDriver):
     """Base of the accelerometer + gyroscope drivers read through their FIFO."""
 
-    CHANNELS = IMU_CHANNELS
+    CHANNELS: ClassVar[tuple[str, ...]] = IMU_CHANNELS
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     STUCK_AFTER = 50
     FIFO_BYTES: ClassVar[int] = 1024  # FIFO capacity
     BYTES_PER_WORD: ClassVar[float] = 2.0  # FIFO bytes per 16-bit value (7/3 for tagged FIFOs)
 
     def __init__(
-        self, bus: Any, address: int, *, rate_hz: float, channels: Sequence[str] | None = None, **kw: Any
+        self,
+        bus: SMBusLike,
+        address: int,
+        *,
+        rate_hz: float,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(bus, address, rate_hz=rate_hz, channels=channels, **kw)
         sel = set(self.channels)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from drivers.base import SMBusLike
 from drivers.i2c.bus import BusError, Device
 from drivers.i2c.config import I2cSensorConfig, address_in
 from drivers.imu import DEG, FifoImu
@@ -68,7 +69,7 @@ def sample_rate_divider(rate_hz: float) -> int | None:
 
 
 class _Mpu(FifoImu):
-    ADDRESSES = (0x68, 0x69)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x68, 0x69)
     IDS: ClassVar[dict[int, str]] = {}
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     TEMP_LSB_PER_C: ClassVar[float] = 340.0
@@ -76,7 +77,7 @@ class _Mpu(FifoImu):
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x68,
         *,
         rate_hz: float = 1000.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal, TextIO
@@ -19,7 +20,7 @@ from typing import ClassVar, Literal, TextIO
 import numpy as np
 from pydantic import Field
 
-from drivers.base import Block, SensorConfig
+from drivers.base import Block, LabelColumn, SensorConfig
 
 LABEL_PREFIX = "label."
 
@@ -170,6 +171,8 @@ class FileSensor:
     elapsed since the sensor started (plus one file length per completed loop)."""
 
     CHANNELS: ClassVar[tuple[str, ...]] = ()
+    #: a recording is replayed as it is: no data-quality checks, never degraded
+    fault: str | None = None
 
     def __init__(
         self,
@@ -184,6 +187,7 @@ class FileSensor:
         self.loop = loop
         self.chunk_rows = chunk_rows
         self.name = ""
+        self.stats: Counter[str] = Counter()  # nothing to count: parse errors raise RecordingError
         self._start = start
         self._offset = 0.0  # added to file time: start - t_first, grows per loop
         self._pending: Block | None = None
@@ -214,7 +218,7 @@ class FileSensor:
             self._start = now
         out_t: list[np.ndarray] = []
         out_x: list[np.ndarray] = []
-        out_l: list[dict[str, tuple[np.ndarray, tuple[str, ...]]] | None] = []
+        out_l: list[dict[str, LabelColumn] | None] = []
         while not self._done:
             blk = self._pending or self._next_chunk()
             self._pending = None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceNotFound, DriverError
+from drivers.base import DeviceNotFound, DriverError, SMBusLike
 from drivers.i2c.bus import NO_ACK, BusError, Device
 from drivers.i2c.chip import SingleShotChip
 from drivers.i2c.config import I2cSensorConfig, address_in
@@ -91,14 +91,14 @@ def sht4x_humidity(s_rh: int) -> float:
 
 
 class _Sensirion(SingleShotChip[tuple[int, int]]):
-    CHANNELS = ("temperature", "humidity")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "humidity")
     STUCK_AFTER = 30
     SATURATES = ("humidity", 0.0, 100.0)
     MEASURE: ClassVar[dict[str, tuple[bytes, float]]] = {}
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x44,
         *,
         precision: str = "high",
@@ -140,7 +140,7 @@ class SHT3x(_Sensirion):
     arrives with a valid CRC in answer to the SHT3x "read status" command."""
 
     CHIP = "SHT3x"
-    ADDRESSES = (0x44, 0x45)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x44, 0x45)
     MEASURE = SHT3X_MEASURE
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 125.0),
@@ -190,7 +190,7 @@ class SHT4x(_Sensirion):
     """Sensirion SHT40/SHT41/SHT45; identity is its serial number, read with valid CRCs."""
 
     CHIP = "SHT4x"
-    ADDRESSES = (0x44, 0x45, 0x46)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x44, 0x45, 0x46)
     MEASURE = SHT4X_MEASURE
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 125.0),

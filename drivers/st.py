@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from drivers.base import SMBusLike
 from drivers.i2c.bus import BusError, Device
 from drivers.i2c.config import I2cSensorConfig, address_in
 from drivers.imu import DEG, FifoImu, closest
@@ -53,13 +54,13 @@ FIFO_BYPASS = 0b000
 
 
 class _Lsm6(FifoImu):
-    ADDRESSES = (0x6A, 0x6B)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x6A, 0x6B)
     IDS: ClassVar[dict[int, str]] = {}
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x6A,
         *,
         rate_hz: float = 833.0,
@@ -151,7 +152,7 @@ class LSM6DSOX(_Lsm6):
     TAG_ACCEL = 0x02
     CAPACITY_WORDS = 512
 
-    def __init__(self, bus: Any, address: int = 0x6A, **kw: Any) -> None:
+    def __init__(self, bus: SMBusLike, address: int = 0x6A, **kw: Any) -> None:
         super().__init__(bus, address, **kw)
         self._carry = np.empty((0, 7), dtype=np.uint8)  # words of a time slot not yet complete
         self.per_slot = int(self.accel) + int(self.gyro)
@@ -217,7 +218,7 @@ class LSM6DS3(_Lsm6):
     FIFO_CTRL5 = 0x0A  # ODR_FIFO [6:3], FIFO_MODE [2:0]
     FIFO_DATA_OUT_L = 0x3E
 
-    def __init__(self, bus: Any, address: int = 0x6A, **kw: Any) -> None:
+    def __init__(self, bus: SMBusLike, address: int = 0x6A, **kw: Any) -> None:
         super().__init__(bus, address, **kw)
         self.diff_mask_hi = 0x07
         self.capacity_words = 2048

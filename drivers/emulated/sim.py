@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from drivers.emulated.sensirion import EmuSht3x, EmuSht4x
 from drivers.emulated.sources import EnvSource, ImuSource
 from drivers.emulated.st import EmuLsm6ds3, EmuLsm6dsox
 from drivers.fakebus import EmulatedBus, EmulatedChip
+
+if TYPE_CHECKING:
+    from drivers.simulator import MachineWorld
 
 
 def make_emulator(
@@ -38,7 +41,7 @@ def make_emulator(
 
 
 def sim_bus(
-    sensors: dict[str, Any], world: Any, seed: int = 1, clock: Callable[[], float] | None = None
+    sensors: dict[str, Any], world: MachineWorld, seed: int = 1, clock: Callable[[], float] | None = None
 ) -> EmulatedBus:
     """The emulated bus of the simulator: one emulated chip per sensor with ``bus = "sim"``,
     fed by the simulated machine (``world`` times are seconds since ``world.t0`` on ``clock``)."""

@@ -15,11 +15,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from drivers.base import DriverError
+from drivers.base import DriverError, SMBusLike
+
+if TYPE_CHECKING:
+    import smbus2
 
 log = structlog.get_logger("edged.drivers")
 
@@ -50,7 +53,7 @@ class Device:
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int,
         bus_name: str = "?",
         retries: int = 3,
@@ -185,9 +188,9 @@ class LinuxBus:
     def __init__(self, number: int) -> None:
         self.number = number
         self.name = str(number)
-        self._bus: Any = None
+        self._bus: smbus2.SMBus | None = None
 
-    def _open(self) -> Any:
+    def _open(self) -> smbus2.SMBus:
         if self._bus is None:
             import smbus2
 
@@ -216,7 +219,7 @@ class LinuxBus:
     ) -> None:
         self._open().write_i2c_block_data(i2c_addr, register, data, force)
 
-    def i2c_rdwr(self, *msgs: Any) -> None:
+    def i2c_rdwr(self, *msgs: smbus2.i2c_msg) -> None:
         self._open().i2c_rdwr(*msgs)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import structlog
 
-from drivers.base import Block, DeviceNotFound, DriverError, select_channels
+from drivers.base import Block, DeviceNotFound, DriverError, SMBusLike, select_channels
 from drivers.i2c.bus import NO_ACK, BusError, Device
 from drivers.i2c.quality import QualityGate
 
@@ -49,7 +49,7 @@ class ChipDriver:
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int,
         *,
         rate_hz: float = 1.0,
@@ -204,7 +204,7 @@ class SingleShotChip(ChipDriver, Generic[RawT]):
     #: channel whose value pinned at either end of its range counts as saturation
     SATURATES: ClassVar[tuple[str, float, float] | None] = None
 
-    def __init__(self, bus: Any, address: int, **kw: Any) -> None:
+    def __init__(self, bus: SMBusLike, address: int, **kw: Any) -> None:
         super().__init__(bus, address, **kw)
         self.poll_s = 1.0 / self.rate_hz
         self._due = -math.inf

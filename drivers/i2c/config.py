@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -50,9 +50,9 @@ def address_in(addresses: Sequence[int]) -> Callable[[int], int]:
     return check
 
 
-def config_problems(sensors: dict[str, Any]) -> list[str]:
+def config_problems(sensors: Mapping[str, SensorConfig]) -> list[str]:
     """Cross-sensor checks: two sensors cannot share one bus address."""
-    seen: dict[tuple[Any, int], str] = {}
+    seen: dict[tuple[int | str, int], str] = {}
     problems = []
     for name, s in sensors.items():
         if not isinstance(s, I2cSensorConfig):
