@@ -110,6 +110,7 @@ class Driver(Protocol):
     CHANNELS: ClassVar[tuple[str, ...]]
     name: str
 
+    # each class has its own constructor; this lets ``type[Driver]`` (REGISTRY) be called with it
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     @property
@@ -134,8 +135,9 @@ class Chip(Driver, Protocol):
 
     Built as ``Cls(bus, address, **options)`` with ``bus`` an :class:`SMBusLike` it never opens;
     the constructor touches no hardware. :meth:`setup` checks the chip's identity and configures
-    it (the first read runs it when nobody did); :meth:`read` returns one sample as channel ->
-    value. :meth:`identify` tells ``edged sensors scan`` whether the chip at an address is one
+    it (the first read runs it when nobody did; DESIGN.md lets a driver without one initialise
+    the chip in its constructor, but every chip here has it); :meth:`read` returns one sample as
+    channel -> value. :meth:`identify` tells ``edged sensors scan`` whether the chip at an address is one
     this driver supports, with reads only.
     """
 
