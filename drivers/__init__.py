@@ -2,12 +2,24 @@
 
 ``REGISTRY`` maps the ``driver`` name used in config to the driver class (DESIGN.md contract);
 ``CONFIGS`` lists the config model of each, which ``edged.config`` joins into one tagged union.
-``CHIPS`` names the I2C chip drivers (built as ``Cls(bus, address, **options)``).
+``CHIPS`` names the I2C chip drivers (built as ``Cls(bus, address, **options)``). The contracts
+the entries satisfy are the protocols in :mod:`drivers.base`: every class builds a
+:class:`~drivers.base.Driver`, and the chip classes a :class:`~drivers.base.Chip` on an
+:class:`~drivers.base.SMBusLike` bus.
 """
 
 from __future__ import annotations
 
-from drivers.base import Block, DeviceNotFound, DriverError, SensorConfig
+from drivers.base import (
+    Block,
+    Chip,
+    DeviceNotFound,
+    Driver,
+    DriverError,
+    LabelColumn,
+    SensorConfig,
+    SMBusLike,
+)
 from drivers.bosch import BME280, BMP280, Bme280Config, Bmp280Config
 from drivers.invensense import MPU6050, MPU6500, Mpu6050Config, Mpu6500Config
 from drivers.replay import FileSensor, FileSensorConfig
@@ -15,7 +27,7 @@ from drivers.sensirion import SHT3x, Sht3xConfig, SHT4x, Sht4xConfig
 from drivers.simulator import SimEnv, SimEnvConfig, SimImu, SimImuConfig
 from drivers.st import LSM6DS3, LSM6DSOX, Lsm6ds3Config, Lsm6dsoxConfig
 
-CHIPS: dict[str, type] = {
+CHIPS: dict[str, type[Chip]] = {
     "mpu6050": MPU6050,
     "mpu6500": MPU6500,
     "lsm6dsox": LSM6DSOX,
@@ -26,7 +38,7 @@ CHIPS: dict[str, type] = {
     "sht4x": SHT4x,
 }
 
-REGISTRY: dict[str, type] = {
+REGISTRY: dict[str, type[Driver]] = {
     "sim_imu": SimImu,
     "sim_env": SimEnv,
     "file": FileSensor,
@@ -47,4 +59,16 @@ CONFIGS: tuple[type[SensorConfig], ...] = (
     Sht4xConfig,
 )
 
-__all__ = ["CHIPS", "CONFIGS", "REGISTRY", "Block", "DeviceNotFound", "DriverError", "SensorConfig"]
+__all__ = [
+    "CHIPS",
+    "CONFIGS",
+    "REGISTRY",
+    "Block",
+    "Chip",
+    "DeviceNotFound",
+    "Driver",
+    "DriverError",
+    "LabelColumn",
+    "SMBusLike",
+    "SensorConfig",
+]

@@ -14,11 +14,18 @@ gives). Anything else (more digits, ``nan``, ``1e-30``, a typo) is handed back t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from pipelines.jit import JIT
+from pipelines import jit
+
+# The one set of flags, seen as njit's keyword arguments: pipelines.jit.JIT is a dict[str, object],
+# which matches none of njit's typed overloads. Once pipelines/jit.py types it (a TypedDict), this
+# is a plain import again.
+JIT: Mapping[str, Any] = jit.JIT
 
 _POW10 = np.array([10.0**k for k in range(23)])  # all exact in float64
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -215,7 +222,7 @@ def parse_rows(
         h = hashes[:rows, j]
         uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
         sp = spans[:rows, j]
-        names = []
+        names: list[str] = []
         remap = np.full(len(uniq), -1, dtype=np.int32)
         for u, (value, i) in enumerate(zip(uniq, first, strict=True)):
             if value != 0:

@@ -22,8 +22,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from drivers.base import DriverError
-from drivers.i2c import Device, I2cSensorConfig, SingleShotChip, address_in
+from drivers.base import DriverError, SMBusLike
+from drivers.i2c.bus import Device
+from drivers.i2c.chip import SingleShotChip
+from drivers.i2c.config import I2cSensorConfig, address_in
 
 REG_CALIB1 = 0x88  # 0x88..0xA1: dig_T1..dig_P9, (0xA0 reserved), dig_H1
 REG_ID = 0xD0
@@ -161,10 +163,10 @@ def conversion_time_s(osrs_t: int, osrs_p: int, osrs_h: int | None) -> float:
     return ms / 1000.0
 
 
-class _BoschEnv(SingleShotChip):
+class _BoschEnv(SingleShotChip[tuple[int, int, int]]):
     IDS: ClassVar[dict[int, str]] = {}
     HUMIDITY: ClassVar[bool] = False
-    ADDRESSES = (0x76, 0x77)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x76, 0x77)
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 85.0),
         "pressure": (30000.0, 110000.0),
@@ -175,7 +177,7 @@ class _BoschEnv(SingleShotChip):
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x76,
         *,
         oversampling: int = 1,
@@ -259,8 +261,9 @@ class _BoschEnv(SingleShotChip):
         adc_h = data[6] << 8 | data[7] if self.HUMIDITY else 0
         return adc_t, adc_p, adc_h
 
-    def _convert(self, adc_t: int, adc_p: int, adc_h: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int, int]) -> dict[str, float]:
         assert self.cal is not None
+        adc_t, adc_p, adc_h = raw
         nan = math.nan
         if adc_t == SKIPPED_20:
             return dict.fromkeys(self.CHANNELS, nan)
@@ -276,14 +279,14 @@ class _BoschEnv(SingleShotChip):
         if not self._is_due(now):
             return None
         raw = self._measure()
-        return self._sample(now, raw, self._convert(*raw))
+        return self._sample(now, raw, self._convert(raw))
 
 
 class BME280(_BoschEnv):
     """Bosch BME280: temperature, pressure and humidity (chip ID 0x60)."""
 
     CHIP = "BME280"
-    CHANNELS = ("temperature", "pressure", "humidity")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "pressure", "humidity")
     IDS: ClassVar[dict[int, str]] = {0x60: "BME280"}
     HUMIDITY = True
 
@@ -292,7 +295,7 @@ class BMP280(_BoschEnv):
     """Bosch BMP280: temperature and pressure (chip ID 0x58; 0x56/0x57 on engineering samples)."""
 
     CHIP = "BMP280"
-    CHANNELS = ("temperature", "pressure")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "pressure")
     IDS: ClassVar[dict[int, str]] = {0x58: "BMP280", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)"}
 
 

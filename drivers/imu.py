@@ -1,7 +1,7 @@
 """What the FIFO-reading IMU drivers share: burst reads, timestamps, overflow and stall handling.
 
 Each poll reads the FIFO's status, then every whole sample in it with one I2C_RDWR transfer, and
-converts the whole burst with numpy. Sample times come from :class:`~drivers.i2c.Timebase`. The
+converts the whole burst with numpy. Sample times come from :class:`~drivers.i2c.timebase.Timebase`. The
 runtime polls every quarter of the time the FIFO takes to fill (``poll_s``), so a stall of
 three poll periods still loses nothing.
 
@@ -23,10 +23,14 @@ from typing import Any, ClassVar
 import numpy as np
 import structlog
 
-from drivers.base import DriverError
-from drivers.i2c import BusError, ChipDriver, Timebase
+from drivers.base import DriverError, SMBusLike
+from drivers.i2c.bus import BusError
+from drivers.i2c.chip import ChipDriver
+from drivers.i2c.timebase import Timebase
 
 log = structlog.get_logger("edged.drivers")
+
+DEG = math.pi / 180.0  # rad per degree
 
 IMU_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz", "temperature")
 
@@ -34,14 +38,20 @@ IMU_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz", "temperature")
 class FifoImu(ChipDriver):
     """Base of the accelerometer + gyroscope drivers read through their FIFO."""
 
-    CHANNELS = IMU_CHANNELS
+    CHANNELS: ClassVar[tuple[str, ...]] = IMU_CHANNELS
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     STUCK_AFTER = 50
     FIFO_BYTES: ClassVar[int] = 1024  # FIFO capacity
     BYTES_PER_WORD: ClassVar[float] = 2.0  # FIFO bytes per 16-bit value (7/3 for tagged FIFOs)
 
     def __init__(
-        self, bus: Any, address: int, *, rate_hz: float, channels: Sequence[str] | None = None, **kw: Any
+        self,
+        bus: SMBusLike,
+        address: int,
+        *,
+        rate_hz: float,
+        channels: Sequence[str] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(bus, address, rate_hz=rate_hz, channels=channels, **kw)
         sel = set(self.channels)

@@ -22,8 +22,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
-from drivers.imu import FifoImu
+from drivers.base import SMBusLike
+from drivers.i2c.bus import BusError, Device
+from drivers.i2c.config import I2cSensorConfig, address_in
+from drivers.imu import DEG, FifoImu
+from pipelines.units import STANDARD_GRAVITY
 
 SMPLRT_DIV = 0x19
 CONFIG = 0x1A
@@ -66,7 +69,7 @@ def sample_rate_divider(rate_hz: float) -> int | None:
 
 
 class _Mpu(FifoImu):
-    ADDRESSES = (0x68, 0x69)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x68, 0x69)
     IDS: ClassVar[dict[int, str]] = {}
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
     TEMP_LSB_PER_C: ClassVar[float] = 340.0
@@ -74,7 +77,7 @@ class _Mpu(FifoImu):
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x68,
         *,
         rate_hz: float = 1000.0,
@@ -100,7 +103,7 @@ class _Mpu(FifoImu):
         self.accel_range_g = accel_range_g
         self.gyro_range_dps = gyro_range_dps
         self.dlpf = DLPF_CFG[dlpf_hz]
-        self.accel_lsb = G / ACCEL_LSB_PER_G[accel_range_g]
+        self.accel_lsb = STANDARD_GRAVITY / ACCEL_LSB_PER_G[accel_range_g]
         self.gyro_lsb = DEG / GYRO_LSB_PER_DPS[gyro_range_dps]
         self.packet = 2 * self.words
         self.fifo_en = (FIFO_EN_ACCEL if self.accel else 0) | (FIFO_EN_GYRO if self.gyro else 0)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import gzip
 import io
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Literal, TextIO
+from typing import ClassVar, Literal, TextIO
 
 import numpy as np
 from pydantic import Field
@@ -54,7 +55,7 @@ def _parse_header(path: Path, line: str) -> tuple[list[str], dict[str, int]]:
     return channels, labels
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")
@@ -166,9 +167,7 @@ class FileSensorConfig(SensorConfig):
     driver: Literal["file"]
     path: str = Field(min_length=1, description="The recording (CSV or `.csv.gz`) to play in real time.")
     rate_hz: float = Field(gt=0, description="Sample rate of the recording in Hz.")
-    channels: list[str] = Field(  # type: ignore[assignment]
-        min_length=1, description="File columns this sensor provides."
-    )
+    channels: list[str] = Field(min_length=1, description="File columns this sensor provides.")
     loop: bool = Field(True, description="Start over at the end of the file.")
 
 
@@ -177,6 +176,8 @@ class FileSensor:
     elapsed since the sensor started (plus one file length per completed loop)."""
 
     CHANNELS: ClassVar[tuple[str, ...]] = ()
+    #: a recording is replayed as it is: no data-quality checks, never degraded
+    fault: str | None = None
 
     def __init__(
         self,
@@ -191,6 +192,7 @@ class FileSensor:
         self.loop = loop
         self.chunk_rows = chunk_rows
         self.name = ""
+        self.stats: Counter[str] = Counter()  # nothing to count: parse errors raise RecordingError
         self._start = start
         self._offset = 0.0  # added to file time: start - t_first, grows per loop
         self._pending: Block | None = None

@@ -9,11 +9,11 @@ commands of the Sensirion chips, and only at addresses where a supported chip ca
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from drivers.base import DriverError
-from drivers.i2c import Device
+from drivers.base import Chip, DriverError, SMBusLike
+from drivers.i2c.bus import Device
 
 READ_PROBE = frozenset(range(0x30, 0x38)) | frozenset(range(0x50, 0x60))
 
@@ -26,7 +26,7 @@ class Found:
     part: str | None = None
 
 
-def probe(bus: Any, address: int) -> bool:
+def probe(bus: SMBusLike, address: int) -> bool:
     """Whether anything acknowledges ``address``."""
     try:
         if address in READ_PROBE:
@@ -40,7 +40,9 @@ def probe(bus: Any, address: int) -> bool:
     return True
 
 
-def identify(bus: Any, address: int, chips: dict[str, type], bus_name: str = "?") -> tuple[str, str] | None:
+def identify(
+    bus: SMBusLike, address: int, chips: Mapping[str, type[Chip]], bus_name: str = "?"
+) -> tuple[str, str] | None:
     """(driver name, part) of the first known chip whose ID matches at ``address``."""
     for name, cls in chips.items():
         if address not in cls.ADDRESSES:
@@ -56,7 +58,10 @@ def identify(bus: Any, address: int, chips: dict[str, type], bus_name: str = "?"
 
 
 def scan(
-    bus: Any, chips: dict[str, type], bus_name: str = "?", addresses: range = range(0x08, 0x78)
+    bus: SMBusLike,
+    chips: Mapping[str, type[Chip]],
+    bus_name: str = "?",
+    addresses: range = range(0x08, 0x78),
 ) -> list[Found]:
     """Every address that answers, identified where a known chip is found."""
     out = []

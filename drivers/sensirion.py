@@ -18,8 +18,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceNotFound
-from drivers.i2c import NO_ACK, BusError, CrcError, Device, I2cSensorConfig, SingleShotChip, address_in, crc8
+from drivers.base import DeviceNotFound, DriverError, SMBusLike
+from drivers.i2c.bus import NO_ACK, BusError, Device
+from drivers.i2c.chip import SingleShotChip
+from drivers.i2c.config import I2cSensorConfig, address_in
 
 # SHT3x-DIS datasheet, table 9 (single shot, clock stretching disabled) and table 4 (max durations)
 SHT3X_MEASURE = {"high": (b"\x24\x00", 0.0155), "medium": (b"\x24\x0b", 0.0065), "low": (b"\x24\x16", 0.0045)}
@@ -30,6 +32,24 @@ SHT3X_SOFT_RESET = b"\x30\xa2"
 SHT4X_MEASURE = {"high": (b"\xfd", 0.0083), "medium": (b"\xf6", 0.0045), "low": (b"\xe0", 0.0017)}
 SHT4X_SERIAL = b"\x89"
 SHT4X_SOFT_RESET = b"\x94"
+
+
+class CrcError(DriverError):
+    """A word arrived with a wrong CRC; the reading is dropped and counted."""
+
+
+def crc8(data: bytes | Sequence[int]) -> int:
+    """Sensirion CRC-8: polynomial 0x31 (x^8 + x^5 + x^4 + 1), init 0xFF, no reflection.
+
+    >>> hex(crc8(b"\\xbe\\xef"))  # SHT3x datasheet, section 4.12, "CRC (0xBEEF) = 0x92"
+    '0x92'
+    """
+    crc = 0xFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
 
 
 def words(data: bytes) -> list[int]:
@@ -70,15 +90,15 @@ def sht4x_humidity(s_rh: int) -> float:
     return min(100.0, max(0.0, -6.0 + 125.0 * s_rh / 65535.0))
 
 
-class _Sensirion(SingleShotChip):
-    CHANNELS = ("temperature", "humidity")
+class _Sensirion(SingleShotChip[tuple[int, int]]):
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "humidity")
     STUCK_AFTER = 30
     SATURATES = ("humidity", 0.0, 100.0)
     MEASURE: ClassVar[dict[str, tuple[bytes, float]]] = {}
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x44,
         *,
         precision: str = "high",
@@ -112,7 +132,7 @@ class _Sensirion(SingleShotChip):
                 self.flag("crc", f"{self._crc_run} readings in a row failed their CRC ({exc})", now)
             return None
         self._crc_run = 0
-        return self._sample(now, raw, self._convert(*raw))
+        return self._sample(now, raw, self._convert(raw))
 
 
 class SHT3x(_Sensirion):
@@ -120,7 +140,7 @@ class SHT3x(_Sensirion):
     arrives with a valid CRC in answer to the SHT3x "read status" command."""
 
     CHIP = "SHT3x"
-    ADDRESSES = (0x44, 0x45)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x44, 0x45)
     MEASURE = SHT3X_MEASURE
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 125.0),
@@ -161,7 +181,8 @@ class SHT3x(_Sensirion):
         self.sleep(0.0015)  # soft reset time: 1.5 ms max
         self.dev.command(SHT3X_CLEAR_STATUS, "clear status")
 
-    def _convert(self, s_t: int, s_rh: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int]) -> dict[str, float]:
+        s_t, s_rh = raw
         return {"temperature": sht3x_temperature(s_t), "humidity": sht3x_humidity(s_rh)}
 
 
@@ -169,7 +190,7 @@ class SHT4x(_Sensirion):
     """Sensirion SHT40/SHT41/SHT45; identity is its serial number, read with valid CRCs."""
 
     CHIP = "SHT4x"
-    ADDRESSES = (0x44, 0x45, 0x46)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x44, 0x45, 0x46)
     MEASURE = SHT4X_MEASURE
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "temperature": (-40.0, 125.0),
@@ -209,7 +230,8 @@ class SHT4x(_Sensirion):
         self.dev.command(SHT4X_SOFT_RESET, "soft reset")
         self.sleep(0.001)  # soft reset time: 1 ms max
 
-    def _convert(self, s_t: int, s_rh: int) -> dict[str, float]:
+    def _convert(self, raw: tuple[int, int]) -> dict[str, float]:
+        s_t, s_rh = raw
         return {"temperature": sht4x_temperature(s_t), "humidity": sht4x_humidity(s_rh)}
 
 

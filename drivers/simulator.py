@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -32,7 +33,6 @@ from pydantic import Field
 from drivers.base import Block, SensorConfig, StrictModel, select_channels
 from pipelines.units import STANDARD_GRAVITY
 
-STATES = ("off", "idle", "running")
 FAULTS = ("normal", "imbalance", "misalignment", "bearing_outer")
 
 G = STANDARD_GRAVITY
@@ -51,6 +51,9 @@ _NEXT_STATE = {
 }
 
 
+_LABEL_TASKS: dict[Literal["state", "fault"], str] = {"state": "activity", "fault": "maintenance"}
+
+
 class SimulatorConfig(StrictModel):
     """``[simulator]``: the simulated machine shared by every ``sim_*`` sensor."""
 
@@ -64,7 +67,7 @@ class SimulatorConfig(StrictModel):
         10.0, ge=0, description="Hand out the ground truth as labels this often (0: never)."
     )
     label_tasks: dict[Literal["state", "fault"], str] = Field(
-        default_factory=lambda: {"state": "activity", "fault": "maintenance"},
+        default_factory=lambda: dict(_LABEL_TASKS),
         description="Which task receives which truth (the operating state, the fault).",
     )
 
@@ -232,6 +235,8 @@ class _SimSensor:
     """Samples the world on a fixed schedule: sample k is at ``start + k / rate``."""
 
     CHANNELS: ClassVar[tuple[str, ...]] = ()
+    #: the simulated values are plausible by construction: never degraded
+    fault: str | None = None
 
     def __init__(
         self, world: MachineWorld, rate_hz: float, channels: Sequence[str] | None, seed: int
@@ -243,6 +248,7 @@ class _SimSensor:
         self._rng = np.random.default_rng(seed)
         self._k = 0
         self.name = ""
+        self.stats: Counter[str] = Counter()  # nothing to count: no bus, no retries
 
     def _times(self, now: float) -> np.ndarray | None:
         n_due = math.floor((now - self.world.t0) * self.rate_hz) + 1
@@ -259,7 +265,7 @@ class _SimSensor:
 class SimImu(_SimSensor):
     """Six-axis IMU on the motor housing."""
 
-    CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("ax", "ay", "az", "gx", "gy", "gz")
 
     def read_block(self, now: float) -> Block | None:
         tw = self._times(now)
@@ -272,7 +278,7 @@ class SimImu(_SimSensor):
 class SimEnv(_SimSensor):
     """Temperature / humidity / pressure sensor next to the motor."""
 
-    CHANNELS = ("temperature", "humidity", "pressure")
+    CHANNELS: ClassVar[tuple[str, ...]] = ("temperature", "humidity", "pressure")
 
     def read_block(self, now: float) -> Block | None:
         tw = self._times(now)

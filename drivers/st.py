@@ -27,8 +27,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from drivers.i2c import DEG, BusError, Device, G, I2cSensorConfig, address_in
-from drivers.imu import FifoImu, closest
+from drivers.base import SMBusLike
+from drivers.i2c.bus import BusError, Device
+from drivers.i2c.config import I2cSensorConfig, address_in
+from drivers.imu import DEG, FifoImu, closest
+from pipelines.units import STANDARD_GRAVITY
 
 WHO_AM_I = 0x0F
 CTRL1_XL = 0x10
@@ -51,13 +54,13 @@ FIFO_BYPASS = 0b000
 
 
 class _Lsm6(FifoImu):
-    ADDRESSES = (0x6A, 0x6B)
+    ADDRESSES: ClassVar[tuple[int, ...]] = (0x6A, 0x6B)
     IDS: ClassVar[dict[int, str]] = {}
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (-40.0, 105.0)}
 
     def __init__(
         self,
-        bus: Any,
+        bus: SMBusLike,
         address: int = 0x6A,
         *,
         rate_hz: float = 833.0,
@@ -73,7 +76,7 @@ class _Lsm6(FifoImu):
         self.odr_code = ODR[odr]
         self.accel_range_g = accel_range_g
         self.gyro_range_dps = gyro_range_dps
-        self.accel_lsb = MG_PER_LSB[accel_range_g] * 1e-3 * G
+        self.accel_lsb = MG_PER_LSB[accel_range_g] * 1e-3 * STANDARD_GRAVITY
         self.gyro_lsb = MDPS_PER_LSB[gyro_range_dps] * 1e-3 * DEG
         self.ctrl1 = self.odr_code << 4 | FS_XL[accel_range_g] << 2
         self.ctrl2 = self.odr_code << 4 | FS_G[gyro_range_dps] << 2 | (0b10 if gyro_range_dps == 125 else 0)
@@ -149,7 +152,7 @@ class LSM6DSOX(_Lsm6):
     TAG_ACCEL = 0x02
     CAPACITY_WORDS = 512
 
-    def __init__(self, bus: Any, address: int = 0x6A, **kw: Any) -> None:
+    def __init__(self, bus: SMBusLike, address: int = 0x6A, **kw: Any) -> None:
         super().__init__(bus, address, **kw)
         self._carry = np.empty((0, 7), dtype=np.uint8)  # words of a time slot not yet complete
         self.per_slot = int(self.accel) + int(self.gyro)
@@ -215,7 +218,7 @@ class LSM6DS3(_Lsm6):
     FIFO_CTRL5 = 0x0A  # ODR_FIFO [6:3], FIFO_MODE [2:0]
     FIFO_DATA_OUT_L = 0x3E
 
-    def __init__(self, bus: Any, address: int = 0x6A, **kw: Any) -> None:
+    def __init__(self, bus: SMBusLike, address: int = 0x6A, **kw: Any) -> None:
         super().__init__(bus, address, **kw)
         self.diff_mask_hi = 0x07
         self.capacity_words = 2048

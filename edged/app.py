@@ -261,14 +261,14 @@ def open_sim_bus(cfg: Config, world: MachineWorld | None) -> Any:
     return sim_bus(dict(cfg.sensors), world, seed=cfg.simulator.seed)
 
 
-def open_bus(number: int) -> Any:
+def open_bus(number: int) -> drivers.SMBusLike:
     """``/dev/i2c-N`` (opened on first use; one per sensor so the kernel arbitrates)."""
     from drivers.i2c import LinuxBus
 
     return LinuxBus(number)
 
 
-def build_chip(s: Any, sim: Any) -> Any:
+def build_chip(s: Any, sim: drivers.SMBusLike | None) -> drivers.Driver:
     """A chip driver on its bus: the emulated one for ``bus = "sim"``, else ``/dev/i2c-N``."""
     bus = sim if s.bus == "sim" else open_bus(s.bus)
     return drivers.REGISTRY[s.driver](bus, s.address, bus_name=str(s.bus), **s.driver_kwargs())

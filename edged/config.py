@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from pydantic_core import ErrorDetails
 
 import drivers
+import drivers.i2c
 from drivers.base import Driver, StrictModel
 from drivers.bosch import Bme280Config, Bmp280Config
 from drivers.invensense import Mpu6050Config, Mpu6500Config

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from drivers.base import Block, DriverError
+from drivers.base import Block, Driver, DriverError
 from edged import __version__, sdnotify
 from edged.engine import Engine
 from edged.mqtt import LabelInbox, Publisher
@@ -45,7 +45,7 @@ class SensorRunner:
     def __init__(
         self,
         name: str,
-        driver: Any,
+        driver: Driver,
         poll_s: float,
         out: queue.Queue[Block],
         on_health: Callable[[str, str, str], None],

@@ -16,8 +16,8 @@ from drivers import DeviceNotFound, DriverError
 from drivers.bosch import BME280, BMP280, Calibration, compensate_p, compensate_t
 from drivers.emulated import TYPICAL_CALIBRATION, EmuBosch, EmuSht3x, EmuSht4x, calm, encode_calibration
 from drivers.fakebus import EmulatedBus, FakeClock
-from drivers.i2c import BusError, CrcError
-from drivers.sensirion import SHT3x, SHT4x
+from drivers.i2c import BusError
+from drivers.sensirion import CrcError, SHT3x, SHT4x, crc8
 
 # BMP280 datasheet (BST-BMP280-DS001), section 3.12 "Computation example" -- the BME280 uses the same
 # temperature and pressure compensation: calibration words, ADC values and results.
@@ -226,6 +226,24 @@ def sht_rig(cls: type, chip: Any, addr: int = 0x44) -> tuple[Any, Any, EmulatedB
     drv = cls(bus, addr, sleep=clock.sleep, clock=clock)
     drv.name = "th"
     return drv, chip, bus, clock
+
+
+class TestCrc8:
+    def test_sensirion_datasheet_example(self) -> None:
+        """CRC-8 of 0xBEEF is 0x92 (SHT3x-DIS datasheet 4.12, table 19; SHT4x datasheet 4.4)."""
+        assert crc8(b"\xbe\xef") == 0x92
+
+    def test_crc_of_data_plus_crc_is_zero(self) -> None:
+        """Appending the CRC makes the CRC of the whole zero (property of a non-reflected CRC, no xor-out)."""
+        for word in (b"\x00\x00", b"\x66\x66", b"\xff\xff", b"\x12\x34"):
+            assert crc8(word + bytes([crc8(word)])) == 0
+
+    def test_emulator_frames_words_with_the_same_crc(self) -> None:
+        """The emulated SHT3x answers 0xBEEF as the datasheet's bytes BE EF 92 (one crc8 for driver and emulator)."""
+        clock = FakeClock()
+        chip = EmuSht3x(raw=(0xBEEF, 0xBEEF))
+        chip.write(b"\x24\x00", clock())
+        assert chip.read(6, clock() + 0.1) == b"\xbe\xef\x92\xbe\xef\x92"
 
 
 class TestSensirion:

@@ -1,4 +1,4 @@
-"""The I2C core: CRC-8, bounded retries, FIFO timestamps, the quality gate, the emulated bus."""
+"""The I2C core: bounded retries, FIFO timestamps, the quality gate, the emulated bus."""
 
 from __future__ import annotations
 
@@ -12,18 +12,7 @@ from smbus2 import i2c_msg
 
 from drivers.emulated import EmuMpu
 from drivers.fakebus import EmulatedBus, FakeClock, RegisterChip
-from drivers.i2c import BusError, Device, QualityGate, Timebase, crc8
-
-
-class TestCrc8:
-    def test_sensirion_datasheet_example(self) -> None:
-        """CRC-8 of 0xBEEF is 0x92 (SHT3x-DIS datasheet 4.12, table 19; SHT4x datasheet 4.4)."""
-        assert crc8(b"\xbe\xef") == 0x92
-
-    def test_crc_of_data_plus_crc_is_zero(self) -> None:
-        """Appending the CRC makes the CRC of the whole zero (property of a non-reflected CRC, no xor-out)."""
-        for word in (b"\x00\x00", b"\x66\x66", b"\xff\xff", b"\x12\x34"):
-            assert crc8(word + bytes([crc8(word)])) == 0
+from drivers.i2c import BusError, Device, QualityGate, Timebase
 
 
 class _Echo(RegisterChip):
