@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,14 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         timeout=300,
     )
+
+
+def _without_size(tasks: dict[str, Any]) -> dict[str, Any]:
+    """The report per task without ``size_bytes``: river's size estimate walks the object graph
+    with sys.getsizeof, which counts shared interpreter objects (interned strings, dict key tables)
+    that the first run in a process may have grown, so it can differ by a few bytes between two
+    identical models. Every metric and count must still match exactly."""
+    return {t: {k: v for k, v in rep.items() if k != "size_bytes"} for t, rep in tasks.items()}
 
 
 class TestReplay:
@@ -55,14 +64,16 @@ class TestReplay:
         cfg, _ = load(str(CONFIG))
         a = replay(cfg, [TRAIN])
         b = replay(cfg, [TRAIN])
-        assert a["tasks"] == b["tasks"]
+        assert _without_size(a["tasks"]) == _without_size(b["tasks"])
 
     def test_gzip_and_chunking_do_not_change_results(self, tmp_path: Path) -> None:
         """A .csv.gz read in small chunks gives the same report as the plain file."""
         gz = tmp_path / "train.csv.gz"
         gz.write_bytes(gzip.compress(TRAIN.read_bytes()))
         cfg, _ = load(str(CONFIG))
-        assert replay(cfg, [gz], chunk_rows=97)["tasks"] == replay(cfg, [TRAIN])["tasks"]
+        assert _without_size(replay(cfg, [gz], chunk_rows=97)["tasks"]) == _without_size(
+            replay(cfg, [TRAIN])["tasks"]
+        )
 
     def test_rate_mismatch_is_a_clear_error(self) -> None:
         """A recording at another rate than the config's sensor is refused, naming both."""
