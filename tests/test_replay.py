@@ -31,11 +31,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _without_size(tasks: dict[str, Any]) -> dict[str, Any]:
-    """The report per task without ``size_bytes``: river's size estimate walks the object graph
+    """The report per task without the model's ``size_bytes``: river's size estimate walks the object graph
     with sys.getsizeof, which counts shared interpreter objects (interned strings, dict key tables)
     that the first run in a process may have grown, so it can differ by a few bytes between two
     identical models. Every metric and count must still match exactly."""
-    return {t: {k: v for k, v in rep.items() if k != "size_bytes"} for t, rep in tasks.items()}
+    out = {}
+    for t, rep in tasks.items():
+        model = {k: v for k, v in rep.get("model", {}).items() if k != "size_bytes"}
+        out[t] = {**rep, "model": model}
+    return out
 
 
 class TestReplay:
