@@ -59,7 +59,7 @@ def round_to(value: float, step: float) -> float:
     >>> round_to(9.81234, 0.01), round_to(-3.3333, 0.25), round_to(1234.5, 5)
     (9.81, -3.25, 1235.0)
     """
-    digits = max(0, -int(decimal.Decimal(str(step)).as_tuple().exponent))  # type: ignore[arg-type]
+    digits = max(0, -int(decimal.Decimal(str(step)).as_tuple().exponent))
     return float(round(round(value / step) * step, digits))
 
 

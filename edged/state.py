@@ -75,31 +75,32 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+MIN_KEY_BYTES = 16
+
+
+def read_key(path: Path, what: str) -> bytes:
+    """A key from a file (surrounding whitespace stripped), at least :data:`MIN_KEY_BYTES` long."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise StateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise StateError(f"{what} {path} is too short ({len(key)} bytes, need >= {MIN_KEY_BYTES})")
+    return key
+
+
 def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> bytes:
     """The HMAC key: ``key_file`` if configured, else the systemd credential, else a key file
     generated in the state directory on first start."""
-    candidates: list[Path] = []
     if key_file:
-        candidates.append(Path(key_file))
-    elif os.environ.get("CREDENTIALS_DIRECTORY"):
+        return read_key(Path(key_file), "state key")
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
         cred = Path(os.environ["CREDENTIALS_DIRECTORY"]) / KEY_CREDENTIAL
         if cred.exists():
-            candidates.append(cred)
-    if candidates:
-        p = candidates[0]
-        try:
-            key = p.read_bytes().strip()
-        except OSError as exc:
-            raise StateError(f"cannot read state key {p}: {exc.strerror or exc}") from None
-        if len(key) < 16:
-            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
-        return key
+            return read_key(cred, "state key")
     p = state_dir / "state.key"
     if p.exists():
-        key = p.read_bytes().strip()
-        if len(key) < 16:
-            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
-        return key
+        return read_key(p, "state key")
     if not create:
         raise StateError(f"no state key at {p} (configure state.key_file or the {KEY_CREDENTIAL} credential)")
     key = secrets.token_hex(32).encode()
