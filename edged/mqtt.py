@@ -120,6 +120,10 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def died(self) -> bool:
+        """The sender thread was started and has ended (as it does in :meth:`stop`)."""
+        return self._sender.ident is not None and not self._sender.is_alive()
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background (retrying until it works) and start sending."""

@@ -69,11 +69,9 @@ class Ops:
     def healthy(self, daemon: Any) -> tuple[bool, str]:
         """Whether the watchdog may be pinged, and why not."""
         for s in daemon.sensors:
-            thread = getattr(s, "_thread", None)  # SensorRunner's polling thread
-            if thread is not None and thread.ident is not None and not thread.is_alive():
+            if s.died():
                 return False, f"sensor thread {s.name} died"
-        sender = getattr(daemon.publisher, "_sender", None)
-        if sender is not None and sender.ident is not None and not sender.is_alive():
+        if daemon.publisher.died():
             return False, "mqtt sender thread died"
         if self.last_lag > MAX_LAG_S:
             return False, f"main loop iteration lagged {self.last_lag:.1f} s"

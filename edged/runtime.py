@@ -64,6 +64,10 @@ class SensorRunner:
     def start(self) -> None:
         self._thread.start()
 
+    def died(self) -> bool:
+        """The polling thread was started and has ended (as it does in :meth:`stop`)."""
+        return self._thread.ident is not None and not self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
