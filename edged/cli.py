@@ -8,7 +8,9 @@ or usage. Every subcommand takes ``-c/--config`` (default ``./config.toml``, the
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,17 +19,23 @@ from edged import __version__
 from edged.config import Config, ConfigError, find_config, parse, read_raw
 
 
-def _load(path: str | None) -> Config:
+def set_jit_cache(state_dir: str | Path) -> None:
+    """Keep numba's compiled kernels under the state directory, so a restart does not
+    recompile (must run before :mod:`pipelines.features` is imported)."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(Path(state_dir) / "numba-cache")
+
+
+def load_config(path: str | None) -> Config:
+    """The config at ``path`` (or the default places); raises ConfigError."""
     raw, p = read_raw(path)
     state = raw.get("state")
     if isinstance(state, dict) and isinstance(state.get("dir"), str):
-        from edged.app import set_jit_cache  # before any numba kernel is imported
-
-        set_jit_cache(p.resolve().parent / state["dir"])
+        set_jit_cache(p.resolve().parent / state["dir"])  # before any numba kernel is imported
     return parse(raw, str(p), p.resolve().parent)
 
 
-def _setup_logging(cfg: Config | None, level: str | None = None) -> None:
+def setup_logging(cfg: Config | None, level: str | None = None) -> None:
     from edged import logs
 
     if cfg is None:
@@ -36,12 +44,21 @@ def _setup_logging(cfg: Config | None, level: str | None = None) -> None:
         logs.configure(level or cfg.log.level, cfg.log.format)
 
 
-# -- commands --------------------------------------------------------------------------------------
+def iso(ts: Any) -> str:
+    """A Unix time as ``YYYY-MM-DDTHH:MM:SSZ`` (``?`` if it is not one)."""
+    try:
+        return dt.datetime.fromtimestamp(float(ts), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = load_config(args.config)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
+    from drivers.i2c import I2cSensorConfig
     from edged import security
+    from edged.app import driver_name, sensor_configs
 
     auth = security.mqtt_auth(cfg.mqtt, str(find_config(args.config)))
     security.tls_context(cfg.mqtt.tls, str(find_config(args.config)))
@@ -56,10 +73,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
         f"password {'from ' + auth.source if auth.source else '(none)'}"
     )
-    for name, s in cfg.sensors.items():
-        where = f" on bus {s.bus} at 0x{s.address:02x}" if hasattr(s, "address") else ""
+    for name, s in sensor_configs(cfg).items():
+        where = f" on bus {s.bus} at 0x{s.address:02x}" if isinstance(s, I2cSensorConfig) else ""
         print(
-            f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
+            f"  sensor {name}: {driver_name(s)}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
         )
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""
@@ -70,17 +87,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    _setup_logging(cfg)
+    cfg = load_config(args.config)
+    setup_logging(cfg)
     from edged.app import build_daemon
 
-    daemon = build_daemon(cfg)
-    return daemon.run()
+    return build_daemon(cfg).run()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    _setup_logging(cfg, "error")  # drift and model events are in the report (and the plot)
+    cfg = load_config(args.config)
+    setup_logging(cfg, "error")  # drift and model events are in the report (and the plot)
     from edged.replay import format_report, replay
 
     out = open(args.predictions, "w", encoding="utf-8") if args.predictions else None  # noqa: SIM115
@@ -106,9 +122,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    from edged.app import status_path
-    from edged.ops import format_status, read_status
+    cfg = load_config(args.config)
+    from edged.ops import format_status, read_status, status_path
 
     snap, verdict = read_status(status_path(cfg))
     if args.json:
@@ -121,9 +136,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str]]:
+    from edged.lineage import open_store
     from edged.state import StateError
 
-    store = _store(cfg)
+    store = open_store(cfg)
     names = [task] if task else sorted(set(store.tasks()) | set(cfg.tasks))
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -142,8 +158,8 @@ def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str
 
 
 def cmd_model_show(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
     rows, problems = _model_rows(cfg, args.task)
     if args.json:
         print(json.dumps({"tasks": rows, "problems": problems}, separators=(",", ":")))
@@ -171,7 +187,8 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         what = {"split_counts": "splits per feature", "mean_abs_weight": "mean |weight| per feature"}
         if rel.get("features"):
             feats = ", ".join(f"{k} {v}" for k, v in rel["features"].items())
-            print(f"  relies on ({what.get(rel.get('kind'), rel.get('kind'))}): {feats}")
+            kind = rel.get("kind")
+            print(f"  relies on ({what.get(str(kind), kind)}): {feats}")
         elif rel.get("kind") == "split_counts":
             print("  relies on: no split yet (one leaf; it predicts from every feature's class statistics)")
         if rel.get("inactive_leaves"):
@@ -193,30 +210,19 @@ def cmd_model_show(args: argparse.Namespace) -> int:
         print(f"  drift events: {len(drifts)}{last}")
         print(
             f"  checkpoint: {h['path']}  sha256 {h.get('payload_sha256', '')[:16]}...  "
-            f"saved {_iso(h.get('created'))}"
+            f"saved {iso(h.get('created'))}"
         )
         if not h.get("configured"):
             print("  (this task is no longer in the config)")
     return 0
 
 
-def _store(cfg: Config, create_key: bool = False) -> Any:
-    from edged.state import ModelStore, StateError, ensure_dir, load_key
-
-    state_dir = Path(cfg.state.dir)
-    if create_key:
-        ensure_dir(state_dir)
-    if not state_dir.is_dir():
-        raise StateError(f"no state directory at {state_dir} (has the service run yet?)")
-    return ModelStore(
-        state_dir, load_key(state_dir, cfg.state.key_file, create=create_key), keep=cfg.state.keep
-    )
-
-
 def cmd_model_history(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
-    store = _store(cfg)
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
+    from edged.lineage import open_store
+
+    store = open_store(cfg)
     names = [args.task] if args.task else sorted(set(store.tasks()) | set(cfg.tasks))
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -251,94 +257,31 @@ def cmd_model_history(args: argparse.Namespace) -> int:
             drifts = sum(1 for e in events if e.get("kind") == "drift")
             acc = h.get("metrics", {}).get("accuracy", 0.0)
             print(
-                f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{_iso(h.get('created')):<22}"
+                f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{iso(h.get('created')):<22}"
                 f"{h.get('n_learned', 0):>8}{acc:>10.4f}{drifts:>7}"
             )
     return 0
 
 
-def _locked(cfg: Config) -> Any:
-    from edged.app import StateLock
-    from edged.state import StateError
-
-    try:
-        return StateLock(Path(cfg.state.dir))
-    except StateError:
-        raise StateError(
-            "the service is running on this state directory; stop it first "
-            "(systemctl stop edged), then run this command again"
-        ) from None
-
-
-def _save_cli(store: Any, task: str, model: Any) -> Path:
-    from edged.app import checkpoint_meta
-
-    return store.save(task, model, checkpoint_meta(model))
-
-
 def cmd_model_rollback(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
-    store = _store(cfg)
-    lock = _locked(cfg)
-    header, model = store.load(store.find_version(args.task, args.version))
-    from edged.app import fingerprint, task_rate
-    from edged.state import StateError
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
+    from edged.lineage import rollback
 
-    if args.task in cfg.tasks and header.get("fingerprint") != fingerprint(
-        cfg.tasks[args.task], task_rate(cfg, cfg.tasks[args.task])
-    ):
-        raise StateError(
-            f"version {args.version} of {args.task!r} was trained on another feature layout than "
-            "the current config; the service would not load it"
-        )
-    current = store.max_version(args.task)
-    newest = store.version_of(store.files(args.task)[0])
-    model.max_version = max(model.max_version, current)
-    model.new_version("rollback", to=args.version, replaced=newest)
-    path = _save_cli(store, args.task, model)
-    del lock
+    done = rollback(cfg, args.task, args.version)
     print(
-        f"{args.task}: version {model.version} is version {args.version} again (replacing {newest}); "
-        f"the service loads it at its next start\n  {path}"
+        f"{args.task}: version {done.model.version} is version {args.version} again (replacing {done.replaced}); "
+        f"the service loads it at its next start\n  {done.path}"
     )
     return 0
 
 
-def _transfer_key(path: str) -> bytes:
-    from edged.state import StateError
-
-    try:
-        key = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise StateError(f"cannot read transfer key {path}: {exc.strerror or exc}") from None
-    if len(key) < 16:
-        raise StateError(f"transfer key {path} is too short ({len(key)} bytes, need >= 16)")
-    return key
-
-
 def cmd_model_export(args: argparse.Namespace) -> int:
-    import time as _time
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
+    from edged.lineage import export_model
 
-    from edged.state import atomic_write, encode_checkpoint
-
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
-    store = _store(cfg)
-    path = (
-        store.find_version(args.task, args.version) if args.version else (store.files(args.task) or [None])[0]
-    )
-    if path is None:
-        from edged.state import StateError
-
-        raise StateError(f"task {args.task!r} has no checkpoint to export")
-    header, payload = store.read_header(path)
-    header["exported"] = {
-        "device": cfg.device.id,
-        "version": header.get("version"),
-        "at": round(_time.time(), 3),
-    }
-    atomic_write(Path(args.out), encode_checkpoint(header, payload, _transfer_key(args.key_file)))
+    header = export_model(cfg, args.task, args.version, Path(args.out), args.key_file)
     print(
         f"{args.task} version {header.get('version')} ({header.get('n_learned')} windows learned) -> {args.out}, "
         "signed with the transfer key"
@@ -347,58 +290,32 @@ def cmd_model_export(args: argparse.Namespace) -> int:
 
 
 def cmd_model_import(args: argparse.Namespace) -> int:
-    from edged.app import fingerprint, task_rate
-    from edged.state import StateError, decode_checkpoint, unpickle_model
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
+    from edged.lineage import import_model
 
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
-    try:
-        data = Path(args.file).read_bytes()
-    except OSError as exc:
-        raise StateError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-    header, payload = decode_checkpoint(data, _transfer_key(args.key_file), args.file)
-    task = args.task or str(header.get("task"))
-    if task not in cfg.tasks:
-        raise StateError(f"{args.file}: task {task!r} is not configured here (tasks: {', '.join(cfg.tasks)})")
-    want = fingerprint(cfg.tasks[task], task_rate(cfg, cfg.tasks[task]))
-    if header.get("fingerprint") != want:
-        raise StateError(
-            f"{args.file}: the model was trained on another feature layout than task {task!r} "
-            "here (channels, window, features or rate differ); refusing it"
-        )
-    store = _store(cfg, create_key=True)
-    lock = _locked(cfg)
-    model = unpickle_model(payload, args.file)
-    model.task = task
-    model.max_version = max(model.max_version, store.max_version(task))
-    source = header.get("exported", {})
-    model.new_version("import", source_device=source.get("device"), source_version=source.get("version"))
-    model.parent = None  # lineage here starts at the import; the source is in the event
-    path = _save_cli(store, task, model)
-    del lock
+    done = import_model(cfg, args.file, args.key_file, args.task)
     print(
-        f"{task}: imported as version {model.version} ({model.n_learned} windows learned); "
-        f"the service loads it at its next start\n  {path}"
+        f"{done.task}: imported as version {done.model.version} ({done.model.n_learned} windows learned); "
+        f"the service loads it at its next start\n  {done.path}"
     )
     return 0
 
 
 def cmd_sensors_scan(args: argparse.Namespace) -> int:
     """Probe each configured I2C bus (and ``--bus N``) and list the chips that answer."""
-    cfg = _load(args.config)
-    _setup_logging(cfg, "warning")
-    import time
-
+    cfg = load_config(args.config)
+    setup_logging(cfg, "warning")
     import drivers
+    from drivers.i2c import I2cSensorConfig
     from drivers.scan import scan
-    from drivers.simulator import MachineWorld
-    from edged.app import open_bus, open_sim_bus
+    from edged.app import driver_name, open_scan_bus, sensor_configs
 
     configured: dict[tuple[str, int], tuple[str, str]] = {}
     buses: list[str] = []
-    for name, s in cfg.sensors.items():
-        if hasattr(s, "address"):
-            configured[(str(s.bus), s.address)] = (name, s.driver)
+    for name, s in sensor_configs(cfg).items():
+        if isinstance(s, I2cSensorConfig):
+            configured[(str(s.bus), s.address)] = (name, driver_name(s))
             if str(s.bus) not in buses:
                 buses.append(str(s.bus))
     buses += [str(b) for b in args.bus or [] if str(b) not in buses]
@@ -407,10 +324,7 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
         return 1
     rows: list[dict[str, Any]] = []
     for b in buses:
-        if b == "sim":
-            bus = open_sim_bus(cfg, MachineWorld(cfg.simulator, time.monotonic()))
-        else:
-            bus = open_bus(int(b))
+        bus = open_scan_bus(cfg, b)
         try:
             found = scan(bus, drivers.CHIPS, bus_name=b)
         except OSError as exc:
@@ -457,15 +371,6 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
     if not rows:
         print("(nothing answers)")
     return 1 if bad else 0
-
-
-def _iso(ts: Any) -> str:
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromtimestamp(float(ts), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (TypeError, ValueError, OverflowError):
-        return "?"
 
 
 # -- parser ----------------------------------------------------------------------------------------

@@ -21,11 +21,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from edged import sdnotify
+
+if TYPE_CHECKING:
+    from edged.config import Config
 
 log = structlog.get_logger("edged.ops")
 
@@ -163,6 +166,11 @@ class Ops:
                 log.warning("status_file_write_failed", path=str(self.status_file), error=str(exc))
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def status_path(cfg: Config) -> Path:
+    """Where the status file lives (the service writes it, ``edged status`` reads it)."""
+    return Path(cfg.ops.status_file) if cfg.ops.status_file else Path(cfg.state.dir) / "status.json"
 
 
 def read_status(path: Path) -> tuple[dict[str, Any] | None, str]:

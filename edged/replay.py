@@ -17,8 +17,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from drivers.replay import RecordingError, read_header, read_recording, text_size
-from edged.app import build_engine, task_rate
+from edged.app import build_engine
 from edged.config import Config
+from edged.lineage import task_rate
 from edged.state import SeqStore
 from pipelines.evaluation import Prequential
 
