@@ -22,13 +22,13 @@ from drivers.base import Block, SensorConfig
 from drivers.i2c import I2cSensorConfig
 from drivers.replay import FileSensorConfig
 from drivers.simulator import MachineWorld, SimLabeler
-from edged import __version__, security
+from edged import security
 from edged.config import Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
-from edged.lineage import StateLock, checkpoint_meta, fingerprint, restore_models, task_rate
+from edged.lineage import StateLock, fingerprint, restore_models, task_rate
 from edged.mqtt import LabelInbox, Publisher
 from edged.ops import Ops, status_path
-from edged.runtime import Daemon, SensorRunner, Timers, wall_offset
+from edged.runtime import Daemon, SensorRunner, ServiceStatus, Timers, wall_offset
 from edged.sanitize import SummaryPolicy, pseudonym_key
 from edged.spool import Spool, SpoolLimits, SpoolSeq
 from edged.state import ModelStore, SeqStore, ensure_dir, load_key
@@ -203,7 +203,12 @@ def build_driver(cfg: Config, index: int, s: SensorConfig, world: MachineWorld |
 
 # -- the service ----------------------------------------------------------------------------------------
 def build_daemon(cfg: Config) -> Daemon:
-    """Everything ``edged run`` needs, opened and wired."""
+    """Everything ``edged run`` needs, opened and wired.
+
+    Order: state (lock, key, models), spool, then the :class:`~edged.runtime.ServiceStatus` that
+    the publisher (status payloads), the sensor runners (health) and the daemon share, then the
+    publisher, engine, sensors and the daemon that runs them. Every object gets what it needs in
+    its constructor."""
     auth = security.mqtt_auth(cfg.mqtt)  # first: a bad credential is a config error (exit 2), touch nothing
     tls = security.tls_context(cfg.mqtt.tls)
     state_dir = ensure_dir(Path(cfg.state.dir))
@@ -230,31 +235,21 @@ def build_daemon(cfg: Config) -> Daemon:
     except OSError as exc:  # a full disk must not stop the service from starting
         log.error("running_marker_failed", error=str(exc))
 
+    tasks = build_tasks(cfg, models)
+    status = ServiceStatus(cfg.device.id, tasks, cfg.sensors)
     inbox = LabelInbox()
-    daemon_ref: dict[str, Daemon] = {}
-
-    def status(state: str) -> dict[str, Any]:
-        d = daemon_ref.get("d")
-        if d is None:
-            return {
-                "schema": "edged.status.v1",
-                "state": state,
-                "version": __version__,
-                "device": cfg.device.id,
-            }
-        return d.status(state)
-
     publisher = Publisher(
         cfg.mqtt,
         cfg.device.id,
-        status,
-        lambda task, payload: inbox.put(task, payload),
+        status.payload,
+        inbox.put,
         spool,
         tls=tls,
         username=auth.username,
         password=auth.password,
+        will=status.last_will(),
     )
-    engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), build_tasks(cfg, models))
+    engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), tasks)
     for p in problems:
         log.warning("checkpoint_rejected", problem=p)
         engine.alert("state", problem="checkpoint_rejected", detail=p)
@@ -279,13 +274,13 @@ def build_daemon(cfg: Config) -> Daemon:
         drv = build_driver(cfg, i, s, world, sim)
         drv.name = name
         poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / s.rate_hz))
-        sensors.append(SensorRunner(name, drv, poll, blocks, lambda *a: daemon_ref["d"].on_sensor_health(*a)))
+        sensors.append(SensorRunner(name, drv, poll, blocks, status.on_sensor_health))
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
 
-    tasks = engine.tasks
-    daemon = Daemon(
+    return Daemon(
         engine,
         publisher,
+        status,
         inbox,
         sensors,
         blocks,
@@ -293,11 +288,8 @@ def build_daemon(cfg: Config) -> Daemon:
         seq,
         Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s),
         labeler=labeler,
-        checkpoint_meta=lambda name: checkpoint_meta(tasks[name].model),
         running_marker=marker,
         summary_policy=policy,
         ops=build_ops(cfg, state_dir),
+        lock=lock,
     )
-    daemon.lock = lock  # type: ignore[attr-defined]  # held for the daemon's lifetime
-    daemon_ref["d"] = daemon
-    return daemon
