@@ -30,8 +30,9 @@ from edged.mqtt import LabelInbox, Publisher
 from edged.ops import Ops, status_path
 from edged.runtime import Daemon, SensorRunner, ServiceStatus, Timers, wall_offset
 from edged.sanitize import SummaryPolicy, pseudonym_key
-from edged.spool import Spool, SpoolLimits, SpoolSeq
-from edged.state import ModelStore, SeqStore, ensure_dir, load_key
+from edged.seq import SeqStore, SpoolSeq
+from edged.spool import Spool, SpoolLimits
+from edged.state import ModelStore, ensure_dir, load_key
 from pipelines.task import TaskPipeline
 
 log = structlog.get_logger("edged.app")

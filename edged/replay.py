@@ -20,7 +20,7 @@ from drivers.replay import RecordingError, read_header, read_recording, text_siz
 from edged.app import build_engine
 from edged.config import Config
 from edged.lineage import task_rate
-from edged.state import SeqStore
+from edged.seq import SeqStore
 from pipelines.evaluation import Prequential
 
 RATE_TOLERANCE = 0.02

@@ -22,7 +22,8 @@ from edged import __version__, lineage, sdnotify
 from edged.engine import Engine
 from edged.lineage import StateLock
 from edged.mqtt import LabelInbox, Publisher
-from edged.state import ModelStore, SeqStore
+from edged.seq import SeqStore
+from edged.state import ModelStore
 from pipelines.task import TaskPipeline
 
 log = structlog.get_logger("edged.runtime")

@@ -59,7 +59,7 @@ def main() -> int:
     from edged.lineage import checkpoint_meta
     from edged.logs import configure
     from edged.mqtt import Publisher
-    from edged.spool import SpoolSeq
+    from edged.seq import SpoolSeq
     from edged.state import ModelStore, load_key
 
     configure("warning", "json")

@@ -15,7 +15,8 @@ from drivers.simulator import MachineWorld, SimImu, SimLabeler
 from edged.app import build_engine
 from edged.config import load
 from edged.lineage import StateLock, checkpoint_meta
-from edged.state import ModelStore, SeqStore, load_key
+from edged.seq import SeqStore
+from edged.state import ModelStore, load_key
 from pipelines.learners import (
     GaussianNBParams,
     HoeffdingTreeParams,
