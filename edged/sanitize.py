@@ -88,15 +88,6 @@ class SummaryPolicy:
         if cfg.pseudonymize and not key:
             raise ValueError("pseudonymize needs a key")
 
-    @property
-    def clip(self) -> dict[str, tuple[float, float]] | None:
-        """Per-channel clipping the engine applies before aggregating (only with noise)."""
-        return (
-            {k: (v[0], v[1]) for k, v in self.cfg.noise.bounds.items()}
-            if self.cfg.noise is not None
-            else None
-        )
-
     def step(self, channel: str) -> float | None:
         return self.cfg.round_step.get(channel, self.cfg.round_step.get("default"))
 
