@@ -18,12 +18,12 @@ import numpy as np
 import structlog
 
 import drivers
-from drivers.base import Block, SensorConfig
+from drivers.base import Block
 from drivers.i2c import I2cSensorConfig
 from drivers.replay import FileSensorConfig
 from drivers.simulator import MachineWorld, SimLabeler
 from edged import security
-from edged.config import Config, ConfigError, TaskConfig
+from edged.config import AnySensorConfig, Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
 from edged.lineage import StateLock, fingerprint, restore_models, task_rate
 from edged.mqtt import LabelInbox, Publisher
@@ -147,25 +147,16 @@ def build_ops(cfg: Config, state_dir: Path) -> Ops:
 
 
 # -- sensors --------------------------------------------------------------------------------------------
-def sensor_configs(cfg: Config) -> dict[str, SensorConfig]:
-    """The configured sensors, typed as the common base of every driver's config."""
-    return {name: s for name, s in cfg.sensors.items()}
-
-
-def driver_name(s: SensorConfig) -> str:
-    """The ``driver`` key of a sensor table (each driver's config declares it as its own literal)."""
-    return str(getattr(s, "driver", ""))
-
-
-def simulated(s: SensorConfig) -> bool:
+def simulated(s: AnySensorConfig) -> bool:
     """Whether a sensor reads the simulated machine: a ``sim_*`` driver or a chip on ``bus = "sim"``."""
-    return driver_name(s).startswith("sim_") or (isinstance(s, I2cSensorConfig) and s.bus == "sim")
+    return s.driver.startswith("sim_") or (isinstance(s, I2cSensorConfig) and s.bus == "sim")
 
 
 def open_sim_bus(cfg: Config, world: MachineWorld | None) -> Any:
     """The emulated I2C bus (``bus = "sim"``): one emulated chip per such sensor, fed by ``world``."""
-    chips = [s for s in sensor_configs(cfg).values() if isinstance(s, I2cSensorConfig) and s.bus == "sim"]
-    if world is None or not chips:
+    if world is None or not any(
+        isinstance(s, I2cSensorConfig) and s.bus == "sim" for s in cfg.sensors.values()
+    ):
         return None
     from drivers.emulated import sim_bus
 
@@ -186,20 +177,14 @@ def open_scan_bus(cfg: Config, bus: str) -> Any:
     return open_bus(int(bus))
 
 
-def build_chip(s: I2cSensorConfig, sim: Any) -> Any:
-    """A chip driver on its bus: the emulated one for ``bus = "sim"``, else ``/dev/i2c-N``."""
-    bus = sim if s.bus == "sim" else open_bus(s.bus)
-    return drivers.REGISTRY[driver_name(s)](bus, s.address, bus_name=str(s.bus), **s.driver_kwargs())
-
-
-def build_driver(cfg: Config, index: int, s: SensorConfig, world: MachineWorld | None, sim: Any) -> Any:
+def build_driver(cfg: Config, index: int, s: AnySensorConfig, world: MachineWorld | None, sim: Any) -> Any:
     """The driver of one configured sensor."""
-    name = driver_name(s)
-    if isinstance(s, I2cSensorConfig):
-        return build_chip(s, sim)
+    if isinstance(s, I2cSensorConfig):  # a chip on its bus: the emulated one for ``bus = "sim"``
+        bus = sim if s.bus == "sim" else open_bus(s.bus)
+        return drivers.REGISTRY[s.driver](bus, s.address, bus_name=str(s.bus), **s.driver_kwargs())
     if isinstance(s, FileSensorConfig):
-        return drivers.REGISTRY[name](s.path, s.channels, loop=s.loop)
-    return drivers.REGISTRY[name](world, s.rate_hz, s.channels, seed=cfg.simulator.seed * 1000 + index)
+        return drivers.REGISTRY[s.driver](s.path, s.channels, loop=s.loop)
+    return drivers.REGISTRY[s.driver](world, s.rate_hz, s.channels, seed=cfg.simulator.seed * 1000 + index)
 
 
 # -- the service ----------------------------------------------------------------------------------------
@@ -265,13 +250,12 @@ def build_daemon(cfg: Config) -> Daemon:
     gc.freeze()
 
     blocks: queue.Queue[Block] = queue.Queue(maxsize=2000)
-    sensors_cfg = sensor_configs(cfg)
     world = (
-        MachineWorld(cfg.simulator, time.monotonic()) if any(map(simulated, sensors_cfg.values())) else None
+        MachineWorld(cfg.simulator, time.monotonic()) if any(map(simulated, cfg.sensors.values())) else None
     )
     sim = open_sim_bus(cfg, world)
     sensors: list[SensorRunner] = []
-    for i, (name, s) in enumerate(sensors_cfg.items()):
+    for i, (name, s) in enumerate(cfg.sensors.items()):
         drv = build_driver(cfg, i, s, world, sim)
         drv.name = name
         poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / s.rate_hz))

@@ -31,7 +31,6 @@ from typing import Any
 
 import structlog
 
-from drivers.base import SensorConfig
 from edged import __version__
 from edged.config import Config, TaskConfig
 from edged.state import (
@@ -50,8 +49,7 @@ log = structlog.get_logger("edged.lineage")
 # -- identity ------------------------------------------------------------------------------------------
 def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
     """Sample rate of a task's windowed channels (from the sensor that provides them)."""
-    sensor: SensorConfig = cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]]
-    return float(sensor.rate_hz)
+    return float(cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz)
 
 
 # DSP keys added after the first release: in the fingerprint only when set to something other

@@ -17,7 +17,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
     from drivers.i2c import I2cSensorConfig
     from edged import security
-    from edged.app import driver_name, sensor_configs
 
     auth = security.mqtt_auth(cfg.mqtt, str(find_config(args.config)))
     security.tls_context(cfg.mqtt.tls, str(find_config(args.config)))
@@ -32,10 +31,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"  mqtt {cfg.mqtt.protocol}, tls {tls}, user {auth.username or '(none)'}, "
         f"password {'from ' + auth.source if auth.source else '(none)'}"
     )
-    for name, s in sensor_configs(cfg).items():
+    for name, s in cfg.sensors.items():
         where = f" on bus {s.bus} at 0x{s.address:02x}" if isinstance(s, I2cSensorConfig) else ""
         print(
-            f"  sensor {name}: {driver_name(s)}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
+            f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
         )
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""

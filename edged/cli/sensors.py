@@ -17,13 +17,13 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
     import drivers
     from drivers.i2c import I2cSensorConfig
     from drivers.scan import scan
-    from edged.app import driver_name, open_scan_bus, sensor_configs
+    from edged.app import open_scan_bus
 
     configured: dict[tuple[str, int], tuple[str, str]] = {}
     buses: list[str] = []
-    for name, s in sensor_configs(cfg).items():
+    for name, s in cfg.sensors.items():
         if isinstance(s, I2cSensorConfig):
-            configured[(str(s.bus), s.address)] = (name, driver_name(s))
+            configured[(str(s.bus), s.address)] = (name, s.driver)
             if str(s.bus) not in buses:
                 buses.append(str(s.bus))
     buses += [str(b) for b in args.bus or [] if str(b) not in buses]
