@@ -18,7 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from drivers.base import Block
-from edged.state import SeqStore
+from edged.seq import SeqStore
 from pipelines.task import Prediction, TaskPipeline
 
 log = structlog.get_logger("edged.engine")

@@ -67,7 +67,11 @@ class Publisher:
         tls: ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
+        will: dict[str, Any] | None = None,
     ) -> None:
+        """``status(state)`` is the ``<prefix>/status`` payload (sent on connect and at stop);
+        ``will`` the last will the broker publishes if the connection is lost (default:
+        ``status("offline")`` as it is now)."""
         self.cfg = cfg
         self.prefix = f"edged/{device_id}"
         self.status = status
@@ -105,7 +109,9 @@ class Publisher:
             self.client.tls_set_context(tls)
         if username is not None:
             self.client.username_pw_set(username, password)
-        self.client.will_set(self.topic("status"), encode(status("offline")), qos=1, retain=True)
+        self.client.will_set(
+            self.topic("status"), encode(will if will is not None else status("offline")), qos=1, retain=True
+        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
@@ -119,6 +125,10 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def died(self) -> bool:
+        """The sender thread was started and has ended (as it does in :meth:`stop`)."""
+        return self._sender.ident is not None and not self._sender.is_alive()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:

@@ -21,11 +21,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from edged import sdnotify
+
+if TYPE_CHECKING:
+    from edged.config import Config
 
 log = structlog.get_logger("edged.ops")
 
@@ -69,11 +72,9 @@ class Ops:
     def healthy(self, daemon: Any) -> tuple[bool, str]:
         """Whether the watchdog may be pinged, and why not."""
         for s in daemon.sensors:
-            thread = getattr(s, "_thread", None)  # SensorRunner's polling thread
-            if thread is not None and thread.ident is not None and not thread.is_alive():
+            if s.died():
                 return False, f"sensor thread {s.name} died"
-        sender = getattr(daemon.publisher, "_sender", None)
-        if sender is not None and sender.ident is not None and not sender.is_alive():
+        if daemon.publisher.died():
             return False, "mqtt sender thread died"
         if self.last_lag > MAX_LAG_S:
             return False, f"main loop iteration lagged {self.last_lag:.1f} s"
@@ -165,6 +166,11 @@ class Ops:
                 log.warning("status_file_write_failed", path=str(self.status_file), error=str(exc))
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def status_path(cfg: Config) -> Path:
+    """Where the status file lives (the service writes it, ``edged status`` reads it)."""
+    return Path(cfg.ops.status_file) if cfg.ops.status_file else Path(cfg.state.dir) / "status.json"
 
 
 def read_status(path: Path) -> tuple[dict[str, Any] | None, str]:

@@ -17,9 +17,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from drivers.replay import RecordingError, read_header, read_recording, text_size
-from edged.app import build_engine, task_rate
+from edged.app import build_engine
 from edged.config import Config
-from edged.state import SeqStore
+from edged.lineage import task_rate
+from edged.seq import SeqStore
 from pipelines.evaluation import Prequential
 
 RATE_TOLERANCE = 0.02

@@ -11,17 +11,20 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from drivers.base import Block, Driver, DriverError
-from edged import __version__, sdnotify
+from edged import __version__, lineage, sdnotify
 from edged.engine import Engine
+from edged.lineage import StateLock
 from edged.mqtt import LabelInbox, Publisher
-from edged.state import ModelStore, SeqStore
+from edged.seq import SeqStore
+from edged.state import ModelStore
+from pipelines.task import TaskPipeline
 
 log = structlog.get_logger("edged.runtime")
 
@@ -63,6 +66,10 @@ class SensorRunner:
 
     def start(self) -> None:
         self._thread.start()
+
+    def died(self) -> bool:
+        """The polling thread was started and has ended (as it does in :meth:`stop`)."""
+        return self._thread.ident is not None and not self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -115,6 +122,62 @@ class SensorRunner:
             self._stop.wait(max(0.0, wait))
 
 
+class ServiceStatus:
+    """What the service says about itself: the ``<prefix>/status`` payload and sensor health.
+
+    Built before the publisher and the daemon and handed to both (and to every
+    :class:`SensorRunner`): the publisher sends :meth:`payload` when it connects and stops,
+    sensor threads report health changes through :meth:`on_sensor_health`, and the main loop
+    turns those into alerts (:meth:`sensor_events`)."""
+
+    def __init__(self, device_id: str, tasks: Mapping[str, TaskPipeline], sensors: Iterable[str]) -> None:
+        self.device_id = device_id
+        self.tasks = tasks
+        self.sensors = dict.fromkeys(sensors, "ok")  # name -> health, written by the sensor threads
+        self.started = time.time()
+        self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+
+    def last_will(self) -> dict[str, Any]:
+        """The status the broker publishes if the connection is lost: only what stays true then."""
+        return {
+            "schema": "edged.status.v1",
+            "state": "offline",
+            "version": __version__,
+            "device": self.device_id,
+        }
+
+    def payload(self, state: str) -> dict[str, Any]:
+        """Payload of ``<prefix>/status``."""
+        return {
+            "schema": "edged.status.v1",
+            "state": state,
+            "version": __version__,
+            "device": self.device_id,
+            "ts": round(time.time(), 3),
+            "since": round(self.started, 3),
+            "tasks": {
+                n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
+                for n, t in self.tasks.items()
+            },
+            "sensors": dict(self.sensors),
+        }
+
+    def on_sensor_health(self, name: str, health: str, reason: str) -> None:
+        """Called from sensor threads: log now, alert from the main loop."""
+        self.sensors[name] = health
+        (log.info if health == "ok" else log.warning)(
+            "sensor_health", sensor=name, health=health, reason=reason
+        )
+        self._events.put((name, health, reason))
+
+    def sensor_events(self) -> list[tuple[str, str, str]]:
+        """Health changes since the last call: (sensor, health, reason)."""
+        out = []
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
+
+
 @dataclass
 class Timers:
     summary_s: float
@@ -133,6 +196,7 @@ class Daemon:
         self,
         engine: Engine,
         publisher: Publisher,
+        status: ServiceStatus,
         inbox: LabelInbox,
         sensors: list[SensorRunner],
         blocks: queue.Queue[Block],
@@ -140,13 +204,14 @@ class Daemon:
         seq: SeqStore,
         timers: Timers,
         labeler: Any | None = None,
-        checkpoint_meta: Callable[[str], dict[str, Any]] | None = None,
         running_marker: Any | None = None,
         summary_policy: Any | None = None,
         ops: Any | None = None,
+        lock: StateLock | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
+        self.status = status
         self.inbox = inbox
         self.sensors = sensors
         self.blocks = blocks
@@ -154,13 +219,11 @@ class Daemon:
         self.seq = seq
         self.timers = timers
         self.labeler = labeler
-        self.checkpoint_meta = checkpoint_meta or (lambda task: {})
         self.running_marker = running_marker
         self.summary_policy = summary_policy  # edged.sanitize.SummaryPolicy
         self.ops = ops  # edged.ops.Ops: status file, disk watch, health for the watchdog
+        self.lock = lock  # held for the daemon's lifetime: one service per state directory
         self._stop = threading.Event()
-        self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
-        self.started = time.time()
         self._summary_clock = (
             time.monotonic(),
             wall_offset(),
@@ -168,29 +231,6 @@ class Daemon:
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
-
-    def status(self, state: str) -> dict[str, Any]:
-        """Payload of ``<prefix>/status``."""
-        return {
-            "schema": "edged.status.v1",
-            "state": state,
-            "version": __version__,
-            "device": self.engine.device_id,
-            "ts": round(time.time(), 3),
-            "since": round(self.started, 3),
-            "tasks": {
-                n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
-                for n, t in self.engine.tasks.items()
-            },
-            "sensors": {s.name: s.health for s in self.sensors},
-        }
-
-    def on_sensor_health(self, name: str, health: str, reason: str) -> None:
-        """Called from sensor threads: log now, alert from the main loop."""
-        (log.info if health == "ok" else log.warning)(
-            "sensor_health", sensor=name, health=health, reason=reason
-        )
-        self._events.put((name, health, reason))
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -253,8 +293,7 @@ class Daemon:
     def _drain_inbox(self, now: float) -> None:
         for event in self.publisher.take_events():  # spool: disk unwritable / recovered
             self.engine.alert("state", **event)
-        while not self._events.empty():
-            name, health, reason = self._events.get_nowait()
+        for name, health, reason in self.status.sensor_events():
             self.engine.alert("sensor", sensor=name, health=health, reason=reason)
         for task, payload, origin in self.inbox.drain():
             self.engine.on_label(task, payload, now, origin)
@@ -296,7 +335,7 @@ class Daemon:
         ok = True
         for name, task in self.engine.tasks.items():
             try:
-                path = self.store.save(name, task.model, self.checkpoint_meta(name))
+                path = lineage.save(self.store, name, task.model)
             except OSError as exc:
                 ok = False
                 log.error("checkpoint_failed", task=name, error=str(exc))

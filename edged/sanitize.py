@@ -59,7 +59,7 @@ def round_to(value: float, step: float) -> float:
     >>> round_to(9.81234, 0.01), round_to(-3.3333, 0.25), round_to(1234.5, 5)
     (9.81, -3.25, 1235.0)
     """
-    digits = max(0, -int(decimal.Decimal(str(step)).as_tuple().exponent))  # type: ignore[arg-type]
+    digits = max(0, -int(decimal.Decimal(str(step)).as_tuple().exponent))
     return float(round(round(value / step) * step, digits))
 
 
@@ -87,15 +87,6 @@ class SummaryPolicy:
         )  # OS entropy: noise must not be predictable
         if cfg.pseudonymize and not key:
             raise ValueError("pseudonymize needs a key")
-
-    @property
-    def clip(self) -> dict[str, tuple[float, float]] | None:
-        """Per-channel clipping the engine applies before aggregating (only with noise)."""
-        return (
-            {k: (v[0], v[1]) for k, v in self.cfg.noise.bounds.items()}
-            if self.cfg.noise is not None
-            else None
-        )
 
     def step(self, channel: str) -> float | None:
         return self.cfg.round_step.get(channel, self.cfg.round_step.get("default"))

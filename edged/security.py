@@ -77,6 +77,7 @@ def _read_secret(path: Path, key: str, source: str) -> str:
 
 def mqtt_auth(cfg: MqttConfig, source: str = "config") -> Auth:
     """Username and password for the broker (see module docstring)."""
+    path: Path | None
     if cfg.password_file is not None:
         path, where = Path(cfg.password_file), "mqtt.password_file"
     else:

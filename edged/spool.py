@@ -54,7 +54,7 @@ from typing import Any
 
 import structlog
 
-from edged.state import SeqStore
+from edged import spooldb
 
 log = structlog.get_logger("edged.spool")
 
@@ -62,21 +62,6 @@ log = structlog.get_logger("edged.spool")
 PRIORITY = {"summary": 0, "prediction": 1, "alert": 2}
 KINDS = tuple(PRIORITY)
 EXPIRY_EVERY_S = 30.0  # how often (service time) messages older than max_age_s are looked for
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS msg (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    t REAL NOT NULL,
-    prio INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    retain INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS msg_prio ON msg(prio, id);
-CREATE TABLE IF NOT EXISTS seq (task TEXT PRIMARY KEY, next INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +83,6 @@ class SpoolLimits:
     memory_max: int = 1000  # messages kept in memory while the disk cannot be written
     sync: str = "normal"  # "normal" | "full"
     retry_s: float = 5.0
-
-
-class SpoolError(Exception):
-    """The spool database cannot be used (and could not be replaced)."""
 
 
 class Spool:
@@ -138,56 +119,29 @@ class Spool:
             self._enter_fallback(exc, opening=True)
 
     # -- opening -------------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL mode (got {mode})")
-            db.execute(f"PRAGMA synchronous={'FULL' if self.limits.sync == 'full' else 'NORMAL'}")
-            db.execute("PRAGMA journal_size_limit=4194304")  # WAL truncated back to 4 MiB after checkpoints
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            db.executescript(_SCHEMA)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            db = self._connect()
+            db = spooldb.connect(self.path, self.limits.sync)
         except sqlite3.OperationalError:
             raise  # disk full, permissions, locked: not corruption; handled by the caller
         except sqlite3.DatabaseError as exc:  # "file is not a database", malformed, failed check
-            aside = self._move_aside(exc)
+            aside = spooldb.move_aside(self.path)
             self.problems.append(
                 f"{self.path}: unreadable spool ({exc}); moved aside to {aside.name}, "
                 "messages in it are lost; starting an empty spool"
             )
             log.error("spool_corrupt", path=str(self.path), error=str(exc), moved_to=str(aside))
-            db = self._connect()
+            db = spooldb.connect(self.path, self.limits.sync)
         with contextlib.suppress(OSError):
             os.chmod(self.path, 0o600)
         self._db = db
         self._load()
 
-    def _move_aside(self, exc: Exception) -> Path:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
-        return aside
-
     def _load(self) -> None:
         assert self._db is not None
         db = self._db
-        self._count, self._bytes = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg"
-        ).fetchone()
+        self._count, self._bytes = spooldb.size(db)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._clock_base = float(meta.pop("clock", 0.0))
         self._mono0 = self._mono()
@@ -265,8 +219,7 @@ class Spool:
         size = len(topic) + len(payload)
         prio = PRIORITY[kind]
         drops: list[tuple[str, str, int]] = []  # (kind, reason, size) applied after commit
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with spooldb.transaction(db):
             count, nbytes = self._count, self._bytes
             if now >= self._next_expiry:  # a table scan: at most once per EXPIRY_EVERY_S of service time
                 self._next_expiry = now + EXPIRY_EVERY_S
@@ -292,10 +245,7 @@ class Spool:
                 drops.append((row[1], "full", row[2]))
                 count, nbytes = count - 1, nbytes - row[2]
             if kept:
-                db.execute(
-                    "INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
-                    (now, prio, kind, topic, payload, int(retain)),
-                )
+                spooldb.insert(db, now, prio, kind, topic, payload, retain)
                 count, nbytes = count + 1, nbytes + size
             totals = Counter(self.totals)
             for k, reason, _ in drops:
@@ -305,14 +255,9 @@ class Spool:
             else:
                 totals[f"dropped.{kind}.full"] += 1
             changed = {k for k in totals if totals[k] != self.totals.get(k)} | self._dirty
-            self._write_meta(db, now, {k: totals[k] for k in changed})
+            spooldb.write_meta(db, now, {k: totals[k] for k in changed})
             seq_written = dict(self._seq_dirty)
-            db.executemany("INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", seq_written.items())
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
+            spooldb.write_seq(db, seq_written)
         # committed: now the in-memory view follows
         self._count, self._bytes = count, nbytes
         self.totals = totals
@@ -332,10 +277,6 @@ class Spool:
         total = sum(v for k, v in self.totals.items() if k.startswith("dropped."))
         if total <= 10 or (total <= 1000 and total % 100 == 0) or total % 1000 == 0:
             log.warning("spool_dropped", kind=kind, reason=reason, dropped_total=total)
-
-    def _write_meta(self, db: sqlite3.Connection, now: float, values: dict[str, int]) -> None:
-        rows = [("clock", now), *values.items()]
-        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
     # -- disk trouble ------------------------------------------------------------------------------------
     def _enter_fallback(self, exc: BaseException, opening: bool = False) -> None:
@@ -364,31 +305,17 @@ class Spool:
                 self._open()
             assert self._db is not None
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with spooldb.transaction(db):
                 moved = list(self._mem)
                 for m in moved:
-                    db.execute(
-                        "INSERT INTO msg (t, prio, kind, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
-                        (now, PRIORITY[m.kind], m.kind, m.topic, m.payload, int(m.retain)),
-                    )
-                if self._pending_acks:
-                    db.executemany("DELETE FROM msg WHERE id = ?", [(i,) for i in self._pending_acks])
-                self._write_meta(db, now, {k: self.totals[k] for k in self.totals})
-                db.executemany(
-                    "INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items()
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
+                    spooldb.insert(db, now, PRIORITY[m.kind], m.kind, m.topic, m.payload, m.retain)
+                spooldb.delete(db, self._pending_acks)
+                spooldb.write_meta(db, now, self.totals)
+                spooldb.write_seq(db, self._seq_dirty)
         except (sqlite3.Error, OSError) as exc:
             self._fallback = f"{type(exc).__name__}: {exc}"
             return
-        self._count, self._bytes = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(topic) + length(payload)), 0) FROM msg"
-        ).fetchone()
+        self._count, self._bytes = spooldb.size(self._db)
         self._mem.clear()
         self._pending_acks.clear()
         self._dirty.clear()
@@ -447,15 +374,9 @@ class Spool:
                 return
             db = self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    gone, freed = _delete_ids(db, ids)
-                    self._write_meta(db, self.now(), {k: self.totals[k] for k in self._dirty})
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
+                with spooldb.transaction(db):
+                    gone, freed = spooldb.delete(db, ids)
+                    spooldb.write_meta(db, self.now(), {k: self.totals[k] for k in self._dirty})
             except sqlite3.Error as exc:
                 self._pending_acks = ids
                 log.warning("spool_ack_failed", error=str(exc), pending=len(ids))
@@ -503,63 +424,12 @@ class Spool:
         with self._lock:
             if self._db is not None and self._fallback is None:
                 try:
-                    db = self._db
-                    db.execute("BEGIN IMMEDIATE")
-                    db.executemany("DELETE FROM msg WHERE id = ?", [(i,) for i in self._pending_acks])
-                    self._write_meta(db, self.now(), {k: self.totals[k] for k in self.totals})
-                    db.executemany(
-                        "INSERT OR REPLACE INTO seq (task, next) VALUES (?, ?)", self._seq_dirty.items()
-                    )
-                    db.execute("COMMIT")
+                    with spooldb.transaction(self._db) as db:
+                        spooldb.delete(db, self._pending_acks)
+                        spooldb.write_meta(db, self.now(), self.totals)
+                        spooldb.write_seq(db, self._seq_dirty)
                     self._seq_durable.update(self._seq_dirty)
                     self._seq_dirty.clear()
                 except sqlite3.Error as exc:
                     log.error("spool_close_failed", error=str(exc))
             self._close_db()
-
-
-def _delete_ids(db: sqlite3.Connection, ids: list[int]) -> tuple[int, int]:
-    """Delete rows by id; returns (rows deleted, bytes freed)."""
-    gone = freed = 0
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        for (sz,) in db.execute(
-            f"DELETE FROM msg WHERE id IN ({marks}) RETURNING length(topic) + length(payload)", chunk
-        ).fetchall():
-            gone += 1
-            freed += sz
-    return gone, freed
-
-
-class SpoolSeq(SeqStore):
-    """Prediction ``seq`` counters backed by the spool (exact after a crash), with ``seq.json``
-    kept as a reservation floor for when the spool file itself is lost.
-
-    Start value per task: the spool's counter (committed with the last spooled prediction); if the
-    spool has none (first start with a spool, or the spool was lost), the floor file's reservation
-    (>= anything ever handed out, so a jump ahead but never a repeat); else 0."""
-
-    def __init__(self, spool: Spool, floor_path: Path | None) -> None:
-        super().__init__(floor_path)
-        self.spool = spool
-        durable = spool.seq_counters()
-        self.source = "spool" if durable else ("seq.json" if self._next else "none")
-        for task, n in durable.items():
-            self._next[task] = n
-            self._reserved[task] = max(self._reserved.get(task, 0), n)
-
-    def next(self, task: str) -> int:
-        try:
-            n = super().next(task)
-        except OSError as exc:  # the floor could not be written (disk full): the spool still counts
-            n = self._next[task] - 1
-            log.warning("seq_floor_write_failed", task=task, error=str(exc))
-        self.spool.note_seq(task, n + 1)
-        return n
-
-    def close(self) -> None:
-        try:
-            super().close()
-        except OSError as exc:
-            log.warning("seq_floor_write_failed", error=str(exc))

@@ -1,4 +1,4 @@
-"""Durable state: verified model checkpoints and the per-task ``seq`` counters.
+"""Durable state: the state key and verified model checkpoints (``seq`` counters: :mod:`edged.seq`).
 
 A checkpoint file is::
 
@@ -41,7 +41,8 @@ class StateError(Exception):
     """State directory, key or checkpoint problem."""
 
 
-def _canonical(obj: Any) -> bytes:
+def canonical(obj: Any) -> bytes:
+    """Compact, key-sorted JSON (what the HMAC covers; also the seq file)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -75,31 +76,32 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+MIN_KEY_BYTES = 16
+
+
+def read_key(path: Path, what: str) -> bytes:
+    """A key from a file (surrounding whitespace stripped), at least :data:`MIN_KEY_BYTES` long."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise StateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise StateError(f"{what} {path} is too short ({len(key)} bytes, need >= {MIN_KEY_BYTES})")
+    return key
+
+
 def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> bytes:
     """The HMAC key: ``key_file`` if configured, else the systemd credential, else a key file
     generated in the state directory on first start."""
-    candidates: list[Path] = []
     if key_file:
-        candidates.append(Path(key_file))
-    elif os.environ.get("CREDENTIALS_DIRECTORY"):
+        return read_key(Path(key_file), "state key")
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
         cred = Path(os.environ["CREDENTIALS_DIRECTORY"]) / KEY_CREDENTIAL
         if cred.exists():
-            candidates.append(cred)
-    if candidates:
-        p = candidates[0]
-        try:
-            key = p.read_bytes().strip()
-        except OSError as exc:
-            raise StateError(f"cannot read state key {p}: {exc.strerror or exc}") from None
-        if len(key) < 16:
-            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
-        return key
+            return read_key(cred, "state key")
     p = state_dir / "state.key"
     if p.exists():
-        key = p.read_bytes().strip()
-        if len(key) < 16:
-            raise StateError(f"state key {p} is too short ({len(key)} bytes, need >= 16)")
-        return key
+        return read_key(p, "state key")
     if not create:
         raise StateError(f"no state key at {p} (configure state.key_file or the {KEY_CREDENTIAL} credential)")
     key = secrets.token_hex(32).encode()
@@ -170,8 +172,8 @@ def encode_checkpoint(header: dict[str, Any], payload: bytes, key: bytes) -> byt
     """Signed checkpoint bytes for ``header`` (completed with size and checksum) and ``payload``."""
     header = dict(header, payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
     header.pop("hmac", None)
-    header["hmac"] = _mac(key, _canonical(header), payload)
-    return MAGIC + _canonical(header) + b"\n" + payload
+    header["hmac"] = _mac(key, canonical(header), payload)
+    return MAGIC + canonical(header) + b"\n" + payload
 
 
 def decode_checkpoint(data: bytes, key: bytes, source: str) -> tuple[dict[str, Any], bytes]:
@@ -196,7 +198,7 @@ def decode_checkpoint(data: bytes, key: bytes, source: str) -> tuple[dict[str, A
         )
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise StateError(f"{source}: payload checksum mismatch (corrupted)")
-    if not hmac.compare_digest(_mac(key, _canonical(header), payload), mac):
+    if not hmac.compare_digest(_mac(key, canonical(header), payload), mac):
         raise StateError(
             f"{source}: HMAC does not verify (tampered, or signed with another key); refusing it"
         )
@@ -328,64 +330,3 @@ class ModelStore:
                 continue
             return Checkpoint(path, header), model, problems
         return None, None, problems
-
-
-class SeqStore:
-    """Per-task ``seq`` counters that never repeat, also across crashes.
-
-    The file holds, per task, a value no lower than any seq handed out: on a clean stop the
-    exact next value, while running a reservation ``reserve`` ahead (written each time the
-    counter reaches it). After a crash seq therefore jumps ahead (a visible gap) but never
-    repeats. ``path=None`` keeps the counters in memory only (replay).
-
-    An unreadable file (corrupt, truncated, wrong types) is not fatal: it is renamed to
-    ``<name>.corrupt-<unix time>``, the finding is kept in ``problems`` (the service reports it as
-    a ``state`` alert) and the counters start empty. A state file must never put the service in a
-    crash loop; the spool normally holds the exact counters anyway (see ``edged.spool``)."""
-
-    def __init__(self, path: Path | None, reserve: int = 1000) -> None:
-        self.path = path
-        self.reserve = reserve
-        self._next: dict[str, int] = {}
-        self._reserved: dict[str, int] = {}
-        self.problems: list[str] = []
-        if path is not None and path.exists():
-            try:
-                raw = json.loads(path.read_text())
-                nxt = raw["next"]
-                if not isinstance(nxt, dict) or not all(type(v) is int and v >= 0 for v in nxt.values()):
-                    raise ValueError("bad counters")
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-                with contextlib.suppress(OSError):
-                    os.replace(path, aside)
-                self.problems.append(
-                    f"{path}: unreadable seq counters ({type(exc).__name__}: {exc}); "
-                    f"moved aside to {aside.name}"
-                )
-                return
-            self._next = {str(k): int(v) for k, v in nxt.items()}
-            self._reserved = dict(self._next)
-
-    def next(self, task: str) -> int:
-        n = self._next.get(task, 0)
-        self._next[task] = n + 1
-        if self.path is not None and n + 1 > self._reserved.get(task, 0):
-            self._reserved[task] = n + 1 + self.reserve
-            self._write(self._reserved)
-        return n
-
-    def peek(self, task: str) -> int:
-        return self._next.get(task, 0)
-
-    def _write(self, values: dict[str, int]) -> None:
-        assert self.path is not None
-        merged = dict(self._reserved)
-        merged.update(values)
-        atomic_write(self.path, _canonical({"next": merged}))
-
-    def close(self) -> None:
-        """Record the exact next values (clean stop)."""
-        if self.path is not None:
-            self._reserved = dict(self._next)
-            self._write(self._next)

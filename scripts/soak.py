@@ -54,11 +54,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edged-soak-"))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(work / "numba-cache"))
     from drivers.simulator import MachineWorld, SimEnv, SimImu, SimLabeler
-    from edged.app import build_engine, checkpoint_meta, open_spool, summary_policy
+    from edged.app import build_engine, open_spool, summary_policy
     from edged.config import load
+    from edged.lineage import checkpoint_meta
     from edged.logs import configure
     from edged.mqtt import Publisher
-    from edged.spool import SpoolSeq
+    from edged.seq import SpoolSeq
     from edged.state import ModelStore, load_key
 
     configure("warning", "json")

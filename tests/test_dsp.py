@@ -432,7 +432,7 @@ class TestConfig:
         import hashlib
         import json
 
-        from edged.app import fingerprint
+        from edged.lineage import fingerprint
 
         cfg = parse(self._raw())
         t = cfg.tasks["t"]
@@ -539,7 +539,7 @@ def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text((REPO / "config.toml").read_text().replace('dir = "state"', 'dir = "st"'))
     code = (
-        "import sys; from edged.cli import _load; _load(sys.argv[1]); import edged.app, edged.replay; "
+        "import sys; from edged.cli import load_config; load_config(sys.argv[1]); import edged.app, edged.replay; "
         "from numba.core import config; print(config.CACHE_DIR)"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}

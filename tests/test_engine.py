@@ -14,7 +14,7 @@ from drivers.base import Block
 from edged.app import build_engine
 from edged.config import load
 from edged.engine import parse_label
-from edged.state import SeqStore
+from edged.seq import SeqStore
 from tests.conftest import REPO
 
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from drivers.simulator import MachineWorld, SimImu, SimLabeler
-from edged.app import StateLock, build_engine, checkpoint_meta
+from edged.app import build_engine
 from edged.config import load
-from edged.state import ModelStore, SeqStore, load_key
+from edged.lineage import StateLock, checkpoint_meta
+from edged.seq import SeqStore
+from edged.state import ModelStore, load_key
 from pipelines.learners import (
     GaussianNBParams,
     HoeffdingTreeParams,

@@ -19,7 +19,7 @@ from edged.app import build_engine
 from edged.config import ConfigError, NoiseConfig, SummaryConfig, load, parse
 from edged.engine import parse_label
 from edged.sanitize import SummaryPolicy, pseudonym, round_to
-from edged.state import SeqStore
+from edged.seq import SeqStore
 from tests.conftest import REPO
 from tests.schemas import SCHEMAS, VALIDATORS, validate
 

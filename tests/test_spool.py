@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.spool import Msg, Spool, SpoolLimits, SpoolSeq
+from edged.seq import SpoolSeq
+from edged.spool import Msg, Spool, SpoolLimits
 from tests.conftest import REPO, fill
 
 
@@ -125,7 +126,8 @@ class TestBounds:
 WRITER = """
 import sys, time
 from pathlib import Path
-from edged.spool import Spool, SpoolSeq
+from edged.seq import SpoolSeq
+from edged.spool import Spool
 spool = Spool(Path(sys.argv[1]))
 seq = SpoolSeq(spool, Path(sys.argv[2]))
 i = 0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.state import MAGIC, ModelStore, SeqStore, StateError, atomic_write, load_key
+from edged.seq import SeqStore
+from edged.state import MAGIC, ModelStore, StateError, atomic_write, load_key
 from pipelines.learners import HalfSpaceTreesParams, HoeffdingTreeParams, TaskModel
 
 
