@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edged.spool import Msg, Spool, SpoolLimits, SpoolSeq
-from tests.conftest import REPO, fill
+from tests.conftest import REPO, fill, spool_count, wait_for
 
 
 class FakeClock:
@@ -152,7 +152,9 @@ class TestCrashSafety:
             env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.3)
+        # Was a 0.3 s sleep; under load the writer may not have run at all in it. Kill it once it
+        # has visibly written on past "ready", i.e. mid-stream.
+        wait_for(lambda: spool_count(db), 60, "the writer past 300 predictions", lambda n: n >= 300)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         spool = Spool(db)
