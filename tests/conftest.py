@@ -35,10 +35,37 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+WARM_UP = """
+import sys
+from edged.app import warm_up
+from edged.config import load
+for path in sys.argv[1:]:
+    warm_up(load(path)[0])
+"""
+
+
 @pytest.fixture(scope="session")
 def jit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One numba cache for every service subprocess of the session (compile once)."""
-    return tmp_path_factory.mktemp("numba-cache")
+    """One numba cache for every service subprocess of the session, filled here, once.
+
+    Race: the first service of a session compiled every kernel before it did anything else; on a
+    loaded machine that took minutes, and the test that happened to come first timed out waiting
+    for its first prediction. Compiling up front (the warm-up the service itself runs, on the test
+    config and the shipped one) is bounded by the compiler finishing, not by a test's timeout."""
+    cache = tmp_path_factory.mktemp("numba-cache")
+    work = tmp_path_factory.mktemp("jit-warm-up")
+    configs = [sim_config(work, free_port()), REPO / "config.toml"]
+    res = subprocess.run(
+        [sys.executable, "-c", WARM_UP, *map(str, configs)],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert res.returncode == 0, f"compiling the kernels failed: {res.stderr[-3000:]}"
+    return cache
 
 
 # -- waiting on events, never on time -------------------------------------------------------------------
@@ -244,7 +271,8 @@ class Recorder:
         self.client.on_connect = lambda c, *a: c.subscribe("edged/#", qos=1)
         self.client.connect(self.host, self.port)
         self.client.loop_start()
-        assert ready.wait(10), "recorder did not subscribe"
+        # Was a 10 s bound; a TLS handshake plus SUBSCRIBE took longer than that on a loaded machine.
+        wait_for(ready.is_set, 60, f"the recorder's subscription on port {self.port}")
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         if "/label/" in msg.topic:
@@ -271,7 +299,9 @@ class Recorder:
         return True
 
     def publish(self, topic: str, payload: bytes | str) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(60)  # returns on PUBACK; the bound only catches a broker that never acks
+        assert info.is_published(), f"no PUBACK for {topic} within 60 s"
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -339,7 +369,13 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 300.0) -> None:
+        """Start ``edged run`` and return once it logged ``service_started``.
+
+        Race: tests gave the service 60 s from spawn to its first prediction, but start-up (imports,
+        restoring models, loading kernels) alone took most of that on a loaded machine. Waiting for
+        the service to say it runs makes every later timeout measure the behaviour under test; the
+        bound here only catches a service that never starts."""
         assert self.log_path is not None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edged", "run", "-c", str(self.config)],
@@ -348,6 +384,7 @@ class Service:
             env=self.env,
             cwd=REPO,
         )
+        self.wait_log("service_started", timeout=ready_timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None

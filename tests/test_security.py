@@ -228,7 +228,7 @@ class TestAgainstMosquitto:
             for t in ("#", "edged/other-gw/label/+", "edged/test-gw/label/+"):
                 subscribed.clear()
                 rogue.subscribe(t, qos=1)
-                assert subscribed.wait(5)
+                assert subscribed.wait(60), f"rogue could not subscribe to {t}"
             mids = {}
             for topic in (
                 "edged/other-gw/prediction/activity",
@@ -237,7 +237,8 @@ class TestAgainstMosquitto:
                 "edged/test-gw/prediction/activity",
             ):
                 info = rogue.publish(topic, b'{"x": 1}', qos=1)
-                info.wait_for_publish(5)
+                info.wait_for_publish(60)
+                assert info.is_published(), topic
                 mids[topic] = info.mid
             rec.publish("edged/other-gw/label/activity", b'{"label": "a", "ts": 1}')
             rec.publish("edged/test-gw/label/activity", b'{"label": "b", "ts": 1}')
