@@ -149,14 +149,20 @@ class TestServiceLifecycle:
         delivery, sensors, models and loop lag; SIGTERM gives STOPPING=1, offline status and exit 0 in < 10 s."""
         cfg = sim_config(tmp_path, broker.port, ops="status_interval_s = 1")
         svc = service_factory(cfg)
-        svc.env.update(NOTIFY_SOCKET=str(notify_socket.path), WATCHDOG_USEC="1000000")
+        # WatchdogSec=4 here (the shipped unit has 30): pings every 2 s. With 1 s the test demanded a
+        # ping gap under 1 s as seen by this process's reader thread, and under a CPU hog the service's
+        # loop and our reader together were late by more than the 0.5 s of slack (1.24 s measured).
+        # What systemd enforces is a ping within WatchdogSec, which is what is checked.
+        svc.env.update(NOTIFY_SOCKET=str(notify_socket.path), WATCHDOG_USEC="4000000")
         svc.start()
         assert notify_socket.collect(lambda m: any(x == "READY=1" for _, x in m), 60), svc.logs()[-5:]
         assert recorder.wait_for(lambda m: len([1 for t, _, _ in m if "/prediction/" in t]) >= 5, timeout=30)
         warm = time.monotonic()
-        assert notify_socket.collect(lambda m: sum(x == "WATCHDOG=1" and t > warm for t, x in m) >= 5, 10)
+        assert notify_socket.collect(
+            lambda m: sum(x == "WATCHDOG=1" and t > warm for t, x in m) >= 4, 60, "4 watchdog pings"
+        )
         pings = [t for t, x in notify_socket.messages if x == "WATCHDOG=1" and t > warm]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 1.0  # every ~0.5 s once running
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 4.0  # every ~2 s, always within WatchdogSec
         assert any(x.startswith("STATUS=connected") for _, x in notify_socket.messages)
 
         code, st = _status(cfg)
