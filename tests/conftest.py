@@ -7,11 +7,13 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,98 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+WARM_UP = """
+import sys
+from edged.app import warm_up
+from edged.config import load
+for path in sys.argv[1:]:
+    warm_up(load(path)[0])
+"""
+
+
 @pytest.fixture(scope="session")
 def jit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One numba cache for every service subprocess of the session (compile once)."""
-    return tmp_path_factory.mktemp("numba-cache")
+    """One numba cache for every service subprocess of the session, filled here, once.
+
+    Race: the first service of a session compiled every kernel before it did anything else; on a
+    loaded machine that took minutes, and the test that happened to come first timed out waiting
+    for its first prediction. Compiling up front (the warm-up the service itself runs, on the test
+    config and the shipped one) is bounded by the compiler finishing, not by a test's timeout."""
+    cache = tmp_path_factory.mktemp("numba-cache")
+    work = tmp_path_factory.mktemp("jit-warm-up")
+    configs = [sim_config(work, free_port()), REPO / "config.toml"]
+    res = subprocess.run(
+        [sys.executable, "-c", WARM_UP, *map(str, configs)],
+        env=dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert res.returncode == 0, f"compiling the kernels failed: {res.stderr[-3000:]}"
+    return cache
+
+
+# -- waiting on events, never on time -------------------------------------------------------------------
+class WaitTimeout(AssertionError):
+    """A wait ran out of time. An AssertionError, so helper threads that collect failures see it too."""
+
+
+def wait_for(
+    observe: Callable[[], Any],
+    timeout: float,
+    what: str,
+    until: Callable[[Any], Any] = bool,
+    describe: Callable[[Any], Any] = lambda v: v,
+    interval: float = 0.05,
+) -> Any:
+    """Poll ``observe()`` until ``until(value)`` holds and return that value.
+
+    Tests synchronise on something the service makes observable (a log event, the status file, the
+    spool's rows, an MQTT message), never on a fixed sleep: a sleep is too short on a loaded machine
+    and wasted time on an idle one. ``timeout`` is only the bound after which the test fails, saying
+    ``what`` it waited for and the last value it saw (shown through ``describe``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = observe()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            last = repr(describe(value))
+            raise WaitTimeout(f"timed out after {timeout} s waiting for {what}; last observed: {last:.3000}")
+        time.sleep(interval)
+
+
+def spool_rows(db: Path, kind: str = "prediction") -> dict[str, list[int]] | None:
+    """``{task: [seq, ...]}`` of the ``kind`` messages in a service's spool, or None while it cannot be
+    read yet. The service creates ``spool.db`` first and its tables a moment later (``no such table:
+    msg`` in between), so a missing file, table or lock is "not yet", not an error. Read-only: a reader
+    must never create the file or hold it open."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = con.execute("SELECT payload FROM msg WHERE kind = ?", (kind,)).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    out: dict[str, list[int]] = {}
+    for (payload,) in rows:
+        p = json.loads(payload)
+        if "task" in p:
+            out.setdefault(p["task"], []).append(p.get("seq", -1))
+        else:
+            out.setdefault("", []).append(-1)
+    return out
+
+
+def spool_count(db: Path, kind: str = "prediction") -> int:
+    """How many ``kind`` messages the spool holds (0 while it cannot be read yet)."""
+    rows = spool_rows(db, kind)
+    return sum(len(v) for v in rows.values()) if rows else 0
 
 
 # -- mosquitto -----------------------------------------------------------------------------------------
@@ -55,22 +145,24 @@ class Broker:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         self.proc = subprocess.Popen(
             ["mosquitto", "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"),  # noqa: SIM115 - the broker process keeps the file
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    return True
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
+                return False
+
+        wait_for(listening, timeout, f"mosquitto to listen on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -179,7 +271,8 @@ class Recorder:
         self.client.on_connect = lambda c, *a: c.subscribe("edged/#", qos=1)
         self.client.connect(self.host, self.port)
         self.client.loop_start()
-        assert ready.wait(10), "recorder did not subscribe"
+        # Was a 10 s bound; a TLS handshake plus SUBSCRIBE took longer than that on a loaded machine.
+        wait_for(ready.is_set, 60, f"the recorder's subscription on port {self.port}")
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         if "/label/" in msg.topic:
@@ -191,18 +284,24 @@ class Recorder:
         with self.lock:
             return [p for t, p, _ in self.messages if t.endswith(suffix)]
 
-    def wait_for(self, pred: Any, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                snapshot = list(self.messages)
-            if pred(snapshot):
-                return True
-            time.sleep(0.05)
-        return False
+    def snapshot(self) -> list[tuple[str, Any, bool]]:
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(self, pred: Any, timeout: float = 30.0, what: str = "MQTT messages") -> bool:
+        """Wait until ``pred(messages)`` holds; fails (WaitTimeout) with a digest of what did arrive if
+        it never does. Returns True, so ``assert rec.wait_for(...)`` reads as before."""
+
+        def digest(m: list[tuple[str, Any, bool]]) -> dict[str, Any]:
+            return {"per_topic": dict(Counter(t for t, _, _ in m)), "last": m[-3:]}
+
+        wait_for(self.snapshot, timeout, what, pred, digest)
+        return True
 
     def publish(self, topic: str, payload: bytes | str) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(60)  # returns on PUBACK; the bound only catches a broker that never acks
+        assert info.is_published(), f"no PUBACK for {topic} within 60 s"
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -270,7 +369,13 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 300.0) -> None:
+        """Start ``edged run`` and return once it logged ``service_started``.
+
+        Race: tests gave the service 60 s from spawn to its first prediction, but start-up (imports,
+        restoring models, loading kernels) alone took most of that on a loaded machine. Waiting for
+        the service to say it runs makes every later timeout measure the behaviour under test; the
+        bound here only catches a service that never starts."""
         assert self.log_path is not None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edged", "run", "-c", str(self.config)],
@@ -279,6 +384,7 @@ class Service:
             env=self.env,
             cwd=REPO,
         )
+        self.wait_log("service_started", timeout=ready_timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -294,6 +400,23 @@ class Service:
             except ValueError:
                 out.append({"event": "unparsed", "line": line})
         return out
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The service's log events called ``name`` (JSON lines on its stderr)."""
+        return [e for e in self.logs() if e.get("event") == name]
+
+    def wait_log(self, name: str, timeout: float = 60.0, n: int = 1) -> list[dict[str, Any]]:
+        """Wait until the service has logged ``name`` ``n`` times (and is still alive while it has not)."""
+
+        def observe() -> list[dict[str, Any]]:
+            found = self.events(name)
+            if len(found) < n and self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"service exited ({self.proc.returncode}) before logging {name}: {self.logs()[-5:]}"
+                )
+            return found
+
+        return wait_for(observe, timeout, f"{n} log event(s) {name!r}", lambda f: len(f) >= n)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

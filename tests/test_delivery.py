@@ -4,7 +4,6 @@ deletion, and the persistent session that keeps labels sent while the gateway is
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from edged.config import MqttConfig
 from edged.mqtt import Publisher
 from edged.spool import Spool
-from tests.conftest import Broker, Recorder
+from tests.conftest import Broker, Recorder, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -29,13 +28,10 @@ def _publisher(port: int, protocol: str, spool: Spool, labels: list[tuple[str, b
     )
 
 
-def _wait(pred: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+def _wait(pred: Any, what: str, timeout: float = 60.0) -> bool:
+    """Wait for ``pred()``; fails saying what it waited for (True otherwise, for ``assert _wait(...)``)."""
+    wait_for(pred, timeout, what)
+    return True
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -50,9 +46,11 @@ def test_order_ack_and_persistent_session(
         spool.put("edged/test-gw/prediction/activity", json.dumps({"i": i}).encode(), "prediction")
     pub = _publisher(broker.port, protocol, spool, labels)
     pub.start()
-    assert _wait(lambda: len(recorder.topic("/prediction/activity")) == 50)
+    assert _wait(lambda: len(recorder.topic("/prediction/activity")) == 50, "50 predictions delivered")
     assert [p["i"] for p in recorder.topic("/prediction/activity")] == list(range(50))
-    assert _wait(lambda: len(spool) == 0) and spool.stats()["sent"] == {"prediction": 50}
+    assert _wait(lambda: len(spool) == 0, "the spool emptied by PUBACKs") and spool.stats()["sent"] == {
+        "prediction": 50
+    }
     pub.stop(timeout=2.0)
 
     recorder.publish("edged/test-gw/label/activity", b'{"label": "idle", "ts": 1}')  # gateway is away
@@ -60,6 +58,8 @@ def test_order_ack_and_persistent_session(
     pub2 = _publisher(broker.port, protocol, Spool(tmp_path / "spool.db"), labels)
     pub2.start()
     try:
-        assert _wait(lambda: labels == [("activity", b'{"label": "idle", "ts": 1}')]), labels
+        assert _wait(
+            lambda: labels == [("activity", b'{"label": "idle", "ts": 1}')], "the label queued by the broker"
+        ), labels
     finally:
         pub2.stop(timeout=1.0)

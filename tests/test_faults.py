@@ -3,6 +3,7 @@ directory filling up, and the wall clock stepping under a running service."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import signal
@@ -15,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, Recorder, _mosquitto_or_skip, fill, free_port, sim_config
+from tests.conftest import (
+    Broker,
+    Recorder,
+    _mosquitto_or_skip,
+    fill,
+    free_port,
+    sim_config,
+    spool_rows,
+    wait_for,
+)
 from tests.schemas import validate_all
 
 pytestmark = pytest.mark.broker
@@ -67,12 +77,34 @@ class TestBrokerKilled:
         try:
             svc.start()
             assert rec.wait_for(lambda m: all(len(_seqs(rec)[t]) >= 5 for t in TASKS), timeout=60)
-            time.sleep(1.5)  # let the broker autosave the subscriber's session
+            # Race: the broker saves its sessions every second, so a SIGKILL right after the subscriber
+            # subscribed can restart a broker that never heard of it; it then queues nothing for the
+            # subscriber and what the service sends before the subscriber is back is lost (a false gap).
+            # A fixed 1.5 s sleep is not "a save happened" on a loaded machine: wait until the broker has
+            # written its persistence file after the subscription is known to be live.
+            saved_after = time.time_ns()
+            persisted = tmp_path / "mq" / "mosquitto.db"
+            wait_for(
+                lambda: persisted.stat().st_mtime_ns if persisted.exists() else 0,
+                30,
+                "mosquitto to autosave its persistence file after the subscription",
+                lambda mtime: mtime > saved_after,
+            )
             before = {t: max(s) for t, s in _seqs(rec).items()}
             assert b.proc is not None
             b.proc.send_signal(signal.SIGKILL)
             b.proc.wait()
-            time.sleep(3.0)
+            # Race: "3 s later" was meant as "while the service spools". Under load the service had not
+            # even noticed the broker was gone after 3 s. Wait for the service to say so, then for
+            # predictions piling up in its spool: only then is the outage really exercised.
+            svc.wait_log("mqtt_disconnected", timeout=60)
+            db = tmp_path / "state" / "spool.db"
+            wait_for(
+                lambda: spool_rows(db),
+                60,
+                "predictions of every task spooled while the broker is down",
+                lambda rows: rows is not None and all(len(rows.get(t, [])) >= 5 for t in TASKS),
+            )
             b.start()
             assert rec.wait_for(
                 lambda m: all(max(_seqs(rec)[t]) >= before[t] + 15 for t in TASKS), timeout=60
@@ -102,23 +134,19 @@ class TestServiceKilled:
         svc = service_factory(cfg)
         svc.start()
         db = tmp_path / "state" / "spool.db"
-        deadline = time.monotonic() + 60
-        spooled: dict[str, list[int]] = {}
-        while time.monotonic() < deadline:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    rows = con.execute("SELECT payload FROM msg WHERE kind = 'prediction'").fetchall()
-                spooled = defaultdict(list)
-                for (payload,) in rows:
-                    p = json.loads(payload)
-                    spooled[p["task"]].append(p["seq"])
-                if all(len(spooled.get(t, [])) >= 15 for t in TASKS):
-                    break
-            time.sleep(0.2)
+        # Race: the service creates spool.db and its tables a moment apart; reading in between failed
+        # with "no such table: msg". spool_rows() treats a file without tables as "not yet", and the wait
+        # fails loudly instead of falling through to the SIGKILL with an empty backlog.
+        wait_for(
+            lambda: spool_rows(db),
+            60,
+            "15 spooled predictions per task (no broker)",
+            lambda rows: rows is not None and all(len(rows.get(t, [])) >= 15 for t in TASKS),
+        )
         assert svc.proc is not None
         svc.proc.send_signal(signal.SIGKILL)
         svc.proc.wait()
-        with sqlite3.connect(db) as con:
+        with contextlib.closing(sqlite3.connect(db)) as con:
             spooled = defaultdict(list)
             for (payload,) in con.execute("SELECT payload FROM msg WHERE kind = 'prediction'"):
                 p = json.loads(payload)
@@ -175,7 +203,8 @@ class TestDiskFull:
         assert recorder.wait_for(
             lambda m: len([1 for t, _, _ in m if t.endswith("/summary")]) >= n_summaries + 2, timeout=20
         ), "summaries stopped while the disk was full"
-        time.sleep(2.0)
+        # (A 2 s sleep stood here: the two summaries just awaited already show the service living on
+        # with a full disk, for two summary intervals.)
         assert svc.proc is not None and svc.proc.poll() is None
         filler.unlink()
         assert recorder.wait_for(alerted("disk_ok"), timeout=20)
@@ -215,15 +244,29 @@ class TestClockSteps:
         def count() -> int:
             return len(recorder.topic("/prediction/activity"))
 
+        def stepped() -> int:
+            return len([s for s in recorder.topic("/summary") if "clock_step_s" in s])
+
+        failures: list[BaseException] = []
+
         def drive() -> None:
             try:
-                assert recorder.wait_for(lambda m: count() >= 10, timeout=60)
-                for step in (3600.0, -7200.0):
+                recorder.wait_for(lambda m: count() >= 10, timeout=60, what="10 activity predictions")
+                for i, step in enumerate((3600.0, -7200.0)):
                     n = count()
                     offset[0] += step
                     marks.append((step, n))
-                    recorder.wait_for(lambda m, n=n: count() >= n + 15, timeout=30)
-                    time.sleep(2.5)  # a summary interval after the step
+                    recorder.wait_for(
+                        lambda m, n=n: count() >= n + 15, timeout=30, what="15 predictions after the step"
+                    )
+                    # Race: a fixed 2.5 s ("a summary interval") let the next step land before the
+                    # summary that reports this one on a loaded machine; two steps in one interval are
+                    # reported as one (-1 h instead of +1 h and -2 h). Wait for the report itself.
+                    recorder.wait_for(
+                        lambda m, i=i: stepped() >= i + 1, timeout=30, what=f"a summary reporting step {step}"
+                    )
+            except BaseException as exc:  # re-raised in the test's thread: a thread's failure is lost
+                failures.append(exc)
             finally:
                 daemon.request_stop()
 
@@ -236,6 +279,8 @@ class TestClockSteps:
             for s, h in handlers.items():
                 signal.signal(s, h)
         helper.join(5)
+        if failures:
+            raise failures[0]
         assert recorder.wait_for(
             lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
         )

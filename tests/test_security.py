@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import sqlite3
 import subprocess
 import threading
 import time
@@ -21,7 +20,16 @@ from edged.config import ConfigError, MqttConfig, TlsConfig, load
 from edged.mqtt import Publisher
 from edged.security import mqtt_auth, tls_context
 from edged.spool import Spool
-from tests.conftest import REPO, Broker, Recorder, _mosquitto_or_skip, free_port, sim_config
+from tests.conftest import (
+    REPO,
+    Broker,
+    Recorder,
+    _mosquitto_or_skip,
+    free_port,
+    sim_config,
+    spool_count,
+    wait_for,
+)
 from tests.pki import Pki, make_pki
 
 GW_PASSWORD = "gw-pa55-Zq8!x"
@@ -220,7 +228,7 @@ class TestAgainstMosquitto:
             for t in ("#", "edged/other-gw/label/+", "edged/test-gw/label/+"):
                 subscribed.clear()
                 rogue.subscribe(t, qos=1)
-                assert subscribed.wait(5)
+                assert subscribed.wait(60), f"rogue could not subscribe to {t}"
             mids = {}
             for topic in (
                 "edged/other-gw/prediction/activity",
@@ -229,14 +237,26 @@ class TestAgainstMosquitto:
                 "edged/test-gw/prediction/activity",
             ):
                 info = rogue.publish(topic, b'{"x": 1}', qos=1)
-                info.wait_for_publish(5)
+                info.wait_for_publish(60)
+                assert info.is_published(), topic
                 mids[topic] = info.mid
             rec.publish("edged/other-gw/label/activity", b'{"label": "a", "ts": 1}')
             rec.publish("edged/test-gw/label/activity", b'{"label": "b", "ts": 1}')
+            # Was a 0.5 s sleep for stray deliveries. Ordering makes it a wait on events instead: the
+            # broker handles one client's publishes in order, so once the permitted one (sent last) has
+            # arrived, any forbidden one that got through would have arrived before it; likewise our two
+            # labels: once the permitted one reached the rogue, the other-gw one would have too.
             assert rec.wait_for(
-                lambda m: any(t == "edged/test-gw/prediction/activity" for t, _, _ in m), timeout=5
+                lambda m: any(t == "edged/test-gw/prediction/activity" for t, _, _ in m),
+                timeout=30,
+                what="the rogue's permitted publication",
             )
-            time.sleep(0.5)
+            wait_for(
+                lambda: list(got),
+                30,
+                "the rogue to receive its own label topic",
+                lambda g: "edged/test-gw/label/activity" in g,
+            )
             seen = {t for t, _, _ in rec.messages}
             assert "edged/other-gw/prediction/activity" not in seen and "plant/line1/cmd" not in seen
             for topic in (
@@ -266,18 +286,13 @@ class TestAgainstMosquitto:
         extra = f'password_file = "{pw}"\n\n[mqtt.tls]\nca_file = "{sb.pki.ca}"\n'
         svc = service_factory(sim_config(tmp_path, sb.tls_port, mqtt=_mqtt_section(sb.tls_port, extra=extra)))
         svc.start()
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            refused = [e for e in svc.logs() if e.get("event") == "mqtt_connect_refused"]
-            if len(refused) >= 2:
-                break
-            time.sleep(0.2)
-        assert len(refused) >= 2, svc.logs()[-5:]
+        refused = svc.wait_log("mqtt_connect_refused", timeout=60, n=2)
+        db = tmp_path / "state" / "spool.db"
+        wait_for(lambda: spool_count(db), 60, "predictions spooled while refused", lambda n: n > 0)
         assert refused[0]["reason"] in ("Bad user name or password", "Not authorized")
         assert svc.proc is not None and svc.proc.poll() is None
         assert svc.stop() == 0
-        db = sqlite3.connect(tmp_path / "state" / "spool.db")
-        assert db.execute("SELECT COUNT(*) FROM msg WHERE kind = 'prediction'").fetchone()[0] > 0
+        assert spool_count(db) > 0
         assert "not-the-password" not in svc.log_path.read_text()
 
     @pytest.mark.parametrize(
@@ -323,10 +338,17 @@ class TestAgainstMosquitto:
         )
         with structlog.testing.capture_logs() as logs:
             pub.start()
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline and not pub.connected and not pub.last_error:
-                time.sleep(0.05)
-            pub.stop(timeout=0.5)
+            # Waits for the outcome itself (connected, or the diagnosed cause of the failure), and
+            # fails if neither comes; it used to give up silently after 6 s.
+            try:
+                wait_for(
+                    lambda: (pub.connected, pub.last_error),
+                    60,
+                    "the TLS connection to succeed or fail with a diagnosed cause",
+                    lambda v: v[0] or v[1],
+                )
+            finally:
+                pub.stop(timeout=0.5)
         assert pub.connected is False or works
         if works:
             assert any(e["event"] == "mqtt_connected" for e in logs), logs

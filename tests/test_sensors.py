@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import subprocess
 import sys
-import time
 import tomllib
 from typing import Any
 
@@ -18,7 +17,7 @@ from drivers.invensense import MPU6050
 from drivers.scan import scan
 from edged.config import ConfigError, parse
 from edged.runtime import SensorRunner
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 
 
 def _raw() -> dict[str, Any]:
@@ -138,13 +137,13 @@ class TestRunnerHealth:
         runner = SensorRunner("imu", drv, drv.poll_s, out, lambda *a: events.append(a))
         runner.start()
         try:
-            _wait(lambda: out.qsize() > 3)
+            _wait(lambda: out.qsize() > 3, "blocks from the sensor")
             bus.chips[0x68].stuck = True
-            _wait(lambda: runner.health == "degraded")
+            _wait(lambda: runner.health == "degraded", "sensor degraded")
             bus.chips[0x68].stuck = False
-            _wait(lambda: runner.health == "ok")
+            _wait(lambda: runner.health == "ok", "sensor ok")
             drv._fifo_status = lambda: 1 / 0  # a driver bug
-            _wait(lambda: runner.health == "degraded")
+            _wait(lambda: runner.health == "degraded", "sensor degraded")
         finally:
             runner.stop()
         assert [e[1] for e in events] == ["degraded", "ok", "degraded"]
@@ -159,17 +158,14 @@ class TestRunnerHealth:
         runner = SensorRunner("imu", drv, 0.0005, queue.Queue(), lambda *a: events.append(a))
         runner.start()
         try:
-            _wait(lambda: runner.health == "lost")
+            _wait(lambda: runner.health == "lost", "sensor lost")
             bus.attach(0x68, EmuMpu("mpu6050"))
-            _wait(lambda: runner.health == "ok")
+            _wait(lambda: runner.health == "ok", "sensor ok")
         finally:
             runner.stop()
         assert [e[1] for e in events] == ["degraded", "lost", "ok"]
         assert "nothing answers at bus sim address 0x68" in events[1][2]
 
 
-def _wait(pred: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+def _wait(pred: Any, what: str, timeout: float = 30.0) -> None:
+    wait_for(pred, timeout, what)

@@ -15,7 +15,7 @@ import pytest
 
 from edged.app import build_daemon
 from edged.config import load
-from tests.conftest import REPO, Broker, Recorder
+from tests.conftest import REPO, Broker, Recorder, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -85,28 +85,35 @@ class TestChipsInTheService:
         chip = bus.chips[0x68]
         marks: dict[str, float] = {}
 
-        def until(pred: Any, timeout: float = 15.0) -> None:
-            deadline = time.monotonic() + timeout
-            while not pred():
-                if time.monotonic() > deadline:
-                    raise AssertionError("timed out")
-                time.sleep(0.02)
+        def until(pred: Any, what: str, timeout: float = 30.0) -> None:
+            wait_for(pred, timeout, what)
+
+        def summary_after(t: float) -> Any:
+            return [s for s in recorder.topic("/summary") if (s.get("from") or 0) > t]
 
         def faults() -> None:
             try:
-                until(lambda: len(recorder.topic("/prediction/activity")) >= 5)
+                until(lambda: len(recorder.topic("/prediction/activity")) >= 5, "5 activity predictions")
                 chip.stuck = True
-                until(lambda: imu_runner.health == "degraded")
+                until(lambda: imu_runner.health == "degraded", "imu degraded (stuck)")
                 chip.stuck = False
-                until(lambda: imu_runner.health == "ok")
+                until(lambda: imu_runner.health == "ok", "imu ok (thawed)")
                 bus.vanish(0x68)
-                until(lambda: imu_runner.health == "degraded")
-                time.sleep(1.0)
+                until(lambda: imu_runner.health == "degraded", "imu degraded (unplugged)")
+                # Was a 1 s sleep ("unplugged for a while"): wait until the unplugged IMU was retried
+                # and its degraded alert is out, so the outage is seen by the service, not just set.
+                until(lambda: imu_runner.failures >= 2, "the unplugged imu retried")
+                until(lambda: len(_alerts(recorder, "imu")) >= 3, "the unplugged imu's alert")
                 bus.reappear(0x68)
-                until(lambda: imu_runner.health == "ok")
+                until(lambda: imu_runner.health == "ok", "imu ok (back)")
                 marks["back"] = time.time()
-                until(lambda: any(p["ts"] > marks["back"] for p in recorder.topic("/prediction/activity")))
-                time.sleep(1.2)  # one more summary
+                until(
+                    lambda: any(p["ts"] > marks["back"] for p in recorder.topic("/prediction/activity")),
+                    "a prediction from after the imu came back",
+                )
+                # Was a 1.2 s sleep ("one more summary"): wait for a summary that began after the IMU
+                # came back, so the periodic summaries cover the recovered sensor too.
+                until(lambda: summary_after(marks["back"]), "a summary after the imu came back")
             except AssertionError as exc:
                 marks["error"] = 0.0
                 marks["why"] = str(exc)  # type: ignore[assignment]

@@ -15,7 +15,7 @@ import pytest
 
 from edged.seq import SpoolSeq
 from edged.spool import Msg, Spool, SpoolLimits
-from tests.conftest import REPO, fill
+from tests.conftest import REPO, fill, spool_count, wait_for
 
 
 class FakeClock:
@@ -154,7 +154,9 @@ class TestCrashSafety:
             env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.3)
+        # Was a 0.3 s sleep; under load the writer may not have run at all in it. Kill it once it
+        # has visibly written on past "ready", i.e. mid-stream.
+        wait_for(lambda: spool_count(db), 60, "the writer past 300 predictions", lambda n: n >= 300)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         spool = Spool(db)
