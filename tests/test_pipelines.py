@@ -234,6 +234,21 @@ class TestLearners:
         for name, allowed in {**CLASSIFIERS, **DETECTORS}.items():
             assert allowed.params.model_fields["model"].annotation.__args__ == (name,)  # type: ignore[union-attr]
 
+    def test_gaussian_nb_reliance_ranks_features(self) -> None:
+        """explain() of river's GaussianNB ranks features, not classes (river keys its Gaussians
+        class -> feature; read the other way round the ranking was of the classes)."""
+        from river import naive_bayes
+
+        from pipelines.learners import explain
+
+        m = naive_bayes.GaussianNB()
+        for i in range(40):
+            c = i % 3
+            m.learn_one({"sep": float(c) + 0.01 * (i % 5), "noise": float(i % 7)}, f"class{c}")
+        r = explain(m)
+        assert r["kind"] == "class_separation"
+        assert list(r["features"]) == ["sep", "noise"]
+
     def test_predict_and_score_change_nothing(self) -> None:
         """predict and score are pure (the pickled state is unchanged); learning is separate.
 
