@@ -316,7 +316,17 @@ def _river_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("_river_datasets")
 @pytest.mark.parametrize(
-    "model", ["hoeffding_tree", "hoeffding_adaptive_tree", "arf", "logistic", "gaussian_nb", "knn"]
+    "model",
+    [
+        "hoeffding_tree",
+        "hoeffding_adaptive_tree",
+        "arf",
+        "logistic",
+        "gaussian_nb",
+        "knn",
+        "fast_gnb",
+        "fast_softmax",
+    ],
 )
 def test_river_estimator_checks(model: str) -> None:
     """edged's wrapped classifier (TaskModel behind river's Classifier API) passes river's

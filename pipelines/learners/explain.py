@@ -71,6 +71,8 @@ def _separation(gaussians: dict[str, dict[str, Any]], top: int) -> dict[str, flo
 def explain(model: Any, top: int = 10) -> dict[str, Any]:
     """Feature reliance of an allow-listed classifier (see :meth:`TaskModel.reliance`)."""
     est = _unwrap(model)
+    if getattr(est, "takes_arrays", False):  # pipelines.fastlearn: the learner explains itself
+        return dict(est.reliance(top))
     splits: Counter[str] = Counter()
     if hasattr(est, "_root") and getattr(est._root, "children", None):
         _count_splits(est._root, splits)

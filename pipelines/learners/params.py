@@ -66,6 +66,22 @@ class GaussianNBParams(_Params):
     model: Literal["gaussian_nb"]
 
 
+class FastGaussianNBParams(_Params):
+    """Gaussian naive Bayes on arrays, compiled (pipelines.fastlearn): river's GaussianNB's
+    predictions, with statistics that merge exactly."""
+
+    model: Literal["fast_gnb"]
+
+
+class FastSoftmaxParams(_Params):
+    """Softmax regression on standardised features, on arrays, compiled (pipelines.fastlearn):
+    the predictions of ``logistic``."""
+
+    model: Literal["fast_softmax"]
+    lr: float = Field(0.05, gt=0, description="SGD learning rate.")
+    l2: float = Field(0.0, ge=0, description="L2 regularisation.")
+
+
 class KNNParams(_Params):
     """k nearest neighbours over the last ``window_size`` standardised windows."""
 
@@ -80,6 +96,8 @@ ClassifierParams = Annotated[
     | ARFParams
     | LogisticParams
     | GaussianNBParams
+    | FastGaussianNBParams
+    | FastSoftmaxParams
     | KNNParams,
     Field(discriminator="model"),
 ]
@@ -165,6 +183,18 @@ def _gaussian_nb(p: GaussianNBParams) -> Any:
     return naive_bayes.GaussianNB()
 
 
+def _fast_gnb(p: FastGaussianNBParams) -> Any:
+    from pipelines import fastlearn  # imports numba: only when a config asks for it
+
+    return fastlearn.FastGaussianNB()
+
+
+def _fast_softmax(p: FastSoftmaxParams) -> Any:
+    from pipelines import fastlearn
+
+    return fastlearn.FastSoftmax(lr=p.lr, l2=p.l2)
+
+
 def _knn(p: KNNParams) -> Any:
     engine = neighbors.LazySearch(window_size=p.window_size)
     return preprocessing.StandardScaler() | neighbors.KNNClassifier(n_neighbors=p.n_neighbors, engine=engine)
@@ -183,6 +213,8 @@ CLASSIFIERS: dict[str, Allowed[Any]] = {
     "logistic": Allowed(LogisticParams, _logistic),
     "gaussian_nb": Allowed(GaussianNBParams, _gaussian_nb),
     "knn": Allowed(KNNParams, _knn),
+    "fast_gnb": Allowed(FastGaussianNBParams, _fast_gnb),
+    "fast_softmax": Allowed(FastSoftmaxParams, _fast_softmax),
 }
 """The allow-list of classifiers: ``model`` name -> params class and builder."""
 
