@@ -26,11 +26,11 @@ import numpy as np
 
 from pipelines.evaluation import Prequential
 from pipelines.fastpath import FeatureVector
-from pipelines.learners import TaskModel
 from pipelines.windowing import DERIVED, Windower
 
 if TYPE_CHECKING:  # not at run time: importing numba here would precede set_jit_cache (edged.app)
     from pipelines.features import FeatureExtractor
+    from pipelines.learners import TaskModel  # river: loaded by whoever builds the model
 
 MAX_OPEN_LABELS = 64
 
