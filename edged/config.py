@@ -381,7 +381,7 @@ def _describe(err: ErrorDetails, raw: Any) -> str:
     return f"{where}: {msg} (got {got!r})"
 
 
-def _semantic_problems(cfg: Config) -> list[str]:
+def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
     """Cross-key checks that a schema cannot express."""
     problems: list[str] = []
     owners: dict[str, str] = {}
@@ -434,7 +434,7 @@ def _semantic_problems(cfg: Config) -> list[str]:
             problems.append(f"{where}.hop: must not exceed window ({t.window}), got {t.hop}")
         if len(set(t.channels)) != len(t.channels):
             problems.append(f"{where}.channels: a channel is listed twice")
-        if len(sources) == 1:
+        if len(sources) == 1 and dsp:
             rate = cfg.sensors[sources.pop()].rate_hz
             try:
                 from pipelines.dsp import build_dsp
@@ -471,15 +471,21 @@ def _semantic_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def parse(raw: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Validate a parsed TOML document; raises :class:`ConfigError` listing every problem."""
+def parse(
+    raw: dict[str, Any], source: str = "<config>", base_dir: Path | None = None, dsp: bool = True
+) -> Config:
+    """Validate a parsed TOML document; raises :class:`ConfigError` listing every problem.
+
+    ``dsp=False`` skips building each task's feature extractor to check it (which imports the
+    numba kernels): for commands that only read the state the service left (``status``,
+    ``model show``/``history``), so they answer without loading numba."""
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, [_describe(e, raw) for e in exc.errors()]) from None
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
-    problems = _semantic_problems(cfg)
+    problems = _semantic_problems(cfg, dsp)
     if problems:
         raise ConfigError(source, problems)
     return cfg

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.evaluation import Prequential
-from pipelines.learners import TaskModel
+from pipelines.fastpath import FeatureVector
 from pipelines.windowing import DERIVED, Windower
 
 if TYPE_CHECKING:  # not at run time: importing numba here would precede set_jit_cache (edged.app)
     from pipelines.features import FeatureExtractor
+    from pipelines.learners import TaskModel  # river: loaded by whoever builds the model
 
 MAX_OPEN_LABELS = 64
 
@@ -180,7 +181,7 @@ class TaskPipeline:
             self.vocab.append(label)
         return c
 
-    def _features(self, data: np.ndarray, t_end: float, latest: dict[str, float]) -> dict[str, float]:
+    def _features(self, data: np.ndarray, t_end: float, latest: dict[str, float]) -> FeatureVector:
         rows = self._rows
         k = len(self.extractor.names)
         vec = self._vec
@@ -193,7 +194,8 @@ class TaskPipeline:
             vec[k + i] = v
             if self._slopes:
                 vec[k + n_ctx + i] = self._slopes[i].update(t_end, v)
-        return self._as_dict(vec)
+        # the vector itself: learners that take arrays get it as is, the others a dict made from it
+        return FeatureVector(vec.copy(), self.names, self._as_dict)
 
     def _as_dict(self, vec: np.ndarray) -> dict[str, float]:
         return {n: v for n, v in zip(self.names, vec.tolist(), strict=True) if v == v}  # v == v drops NaN
@@ -218,7 +220,7 @@ class TaskPipeline:
             anomaly = model.score(feats) if model.detector is not None else None
             model.learn_unlabelled(feats, anomaly[0] if anomaly is not None else None)
             ts_end = wall(win.t_end)
-            rec = Record(win.t_end, wall(win.t_start), ts_end, self._vec.copy(), label)
+            rec = Record(win.t_end, wall(win.t_start), ts_end, feats.vec, label)
             out.append(
                 Prediction(ts_end, rec.ts_start, label, scores, anomaly, model.version, model.n_learned)
             )
@@ -231,8 +233,9 @@ class TaskPipeline:
         return out
 
     # -- labels -----------------------------------------------------------------------------------
-    def _learn(self, rec: Record, label: str, feats: dict[str, float] | None = None) -> None:
-        self.model.learn(feats if feats is not None else self._as_dict(rec.x), label, rec.pred)
+    def _learn(self, rec: Record, label: str, feats: FeatureVector | None = None) -> None:
+        x = feats if feats is not None else FeatureVector(rec.x, self.names, self._as_dict)
+        self.model.learn(x, label, rec.pred)
         if self.segment_eval is not None:
             self.segment_eval.update(label, rec.pred)
         if self.trace is not None:
@@ -240,7 +243,7 @@ class TaskPipeline:
         rec.learned = True
         self.labels.counts["windows_learned"] += 1
 
-    def _apply_open_labels(self, rec: Record, feats: dict[str, float]) -> None:
+    def _apply_open_labels(self, rec: Record, feats: FeatureVector) -> None:
         for ol in self.open_labels:
             hit = (
                 (ol.lo >= rec.ts_start and ol.lo <= rec.ts_end)

@@ -234,6 +234,21 @@ class TestLearners:
         for name, allowed in {**CLASSIFIERS, **DETECTORS}.items():
             assert allowed.params.model_fields["model"].annotation.__args__ == (name,)  # type: ignore[union-attr]
 
+    def test_gaussian_nb_reliance_ranks_features(self) -> None:
+        """explain() of river's GaussianNB ranks features, not classes (river keys its Gaussians
+        class -> feature; read the other way round the ranking was of the classes)."""
+        from river import naive_bayes
+
+        from pipelines.learners import explain
+
+        m = naive_bayes.GaussianNB()
+        for i in range(40):
+            c = i % 3
+            m.learn_one({"sep": float(c) + 0.01 * (i % 5), "noise": float(i % 7)}, f"class{c}")
+        r = explain(m)
+        assert r["kind"] == "class_separation"
+        assert list(r["features"]) == ["sep", "noise"]
+
     def test_predict_and_score_change_nothing(self) -> None:
         """predict and score are pure (the pickled state is unchanged); learning is separate.
 
@@ -301,7 +316,17 @@ def _river_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("_river_datasets")
 @pytest.mark.parametrize(
-    "model", ["hoeffding_tree", "hoeffding_adaptive_tree", "arf", "logistic", "gaussian_nb", "knn"]
+    "model",
+    [
+        "hoeffding_tree",
+        "hoeffding_adaptive_tree",
+        "arf",
+        "logistic",
+        "gaussian_nb",
+        "knn",
+        "fast_gnb",
+        "fast_softmax",
+    ],
 )
 def test_river_estimator_checks(model: str) -> None:
     """edged's wrapped classifier (TaskModel behind river's Classifier API) passes river's

@@ -16,7 +16,6 @@ import sys
 from edged import __version__
 from edged.cli import model, run, sensors
 from edged.cli._common import load_config
-from edged.config import ConfigError
 
 __all__ = ["build_parser", "load_config", "main"]
 
@@ -40,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from edged.config import ConfigError  # after parsing: --help needs neither
     from edged.state import StateError
 
     try:

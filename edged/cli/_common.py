@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edged.config import Config, parse, read_raw
+if TYPE_CHECKING:  # edged.config (pydantic, the drivers, numpy) loads when a command reads a config
+    from edged.config import Config
 
 
 def set_jit_cache(state_dir: str | Path) -> None:
@@ -17,13 +18,16 @@ def set_jit_cache(state_dir: str | Path) -> None:
         os.environ["NUMBA_CACHE_DIR"] = str(Path(state_dir) / "numba-cache")
 
 
-def load_config(path: str | None) -> Config:
-    """The config at ``path`` (or the default places); raises ConfigError."""
+def load_config(path: str | None, dsp: bool = True) -> Config:
+    """The config at ``path`` (or the default places); raises ConfigError. ``dsp=False``: the
+    feature extractors are not built to check them (no numba; see :func:`edged.config.parse`)."""
+    from edged.config import parse, read_raw
+
     raw, p = read_raw(path)
     state = raw.get("state")
     if isinstance(state, dict) and isinstance(state.get("dir"), str):
         set_jit_cache(p.resolve().parent / state["dir"])  # before any numba kernel is imported
-    return parse(raw, str(p), p.resolve().parent)
+    return parse(raw, str(p), p.resolve().parent, dsp)
 
 
 def setup_logging(cfg: Config | None, level: str | None = None) -> None:

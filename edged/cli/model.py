@@ -10,10 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.cli._common import iso, load_config, setup_logging
-from edged.config import Config
+
+if TYPE_CHECKING:
+    from edged.config import Config
 
 
 def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str]]:
@@ -39,7 +41,7 @@ def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str
 
 
 def cmd_model_show(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, dsp=False)  # reads the state only: no numba
     setup_logging(cfg, "warning")
     rows, problems = _model_rows(cfg, args.task)
     if args.json:
@@ -99,7 +101,7 @@ def cmd_model_show(args: argparse.Namespace) -> int:
 
 
 def cmd_model_history(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, dsp=False)  # reads the state only: no numba
     setup_logging(cfg, "warning")
     from edged.lineage import open_store
 

@@ -8,10 +8,11 @@ import sys
 from typing import Any
 
 from edged.cli._common import load_config, setup_logging
-from edged.config import find_config
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from edged.config import find_config
+
     cfg = load_config(args.config)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
@@ -80,7 +81,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, dsp=False)  # reads the status file only: no numba
     from edged.ops import format_status, read_status, status_path
 
     snap, verdict = read_status(status_path(cfg))

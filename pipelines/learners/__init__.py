@@ -14,8 +14,10 @@ names below keep them loading.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+# explain imports nothing heavy; imported here so that the name is the function, not the submodule
 from pipelines.learners.explain import explain
-from pipelines.learners.model import MAX_EVENTS, TaskModel
 from pipelines.learners.params import (
     CLASSIFIERS,
     DETECTORS,
@@ -23,6 +25,8 @@ from pipelines.learners.params import (
     AnomalyParams,
     ARFParams,
     ClassifierParams,
+    FastGaussianNBParams,
+    FastSoftmaxParams,
     GaussianNBParams,
     HalfSpaceTreesParams,
     HoeffdingAdaptiveTreeParams,
@@ -35,6 +39,25 @@ from pipelines.learners.params import (
     build_drift_detector,
 )
 
+if TYPE_CHECKING:
+    from pipelines.learners.model import MAX_EVENTS, TaskModel
+
+# TaskModel (and river, which it needs) loads on first use: the config layer and the read-only
+# CLI import this package for the params classes only.
+_LAZY = {"MAX_EVENTS": "model", "TaskModel": "model"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CLASSIFIERS",
     "DETECTORS",
@@ -43,6 +66,8 @@ __all__ = [
     "ARFParams",
     "AnomalyParams",
     "ClassifierParams",
+    "FastGaussianNBParams",
+    "FastSoftmaxParams",
     "GaussianNBParams",
     "HalfSpaceTreesParams",
     "HoeffdingAdaptiveTreeParams",

@@ -31,10 +31,16 @@ def _count_splits(node: Any, acc: Counter[str]) -> None:
 
 
 def _leaf_gaussians(est: Any) -> dict[str, dict[str, Any]]:
-    """Per-feature, per-class Gaussians of a naive-Bayes model: GaussianNB, or a Hoeffding tree
-    that is still a single (naive-Bayes) leaf."""
-    if isinstance(getattr(est, "gaussians", None), dict):
-        return est.gaussians
+    """Per-feature, per-class Gaussians (feature -> class -> Gaussian) of a naive-Bayes model:
+    GaussianNB, or a Hoeffding tree that is still a single (naive-Bayes) leaf."""
+    per_class = getattr(est, "gaussians", None)
+    if isinstance(per_class, dict):
+        # river's GaussianNB keys them the other way round: class -> feature -> Gaussian
+        by_feature: dict[str, dict[str, Any]] = {}
+        for c, per_feature in per_class.items():
+            for f, g in per_feature.items():
+                by_feature.setdefault(f, {})[c] = g
+        return by_feature
     root = getattr(est, "_root", None)
     splitters = getattr(root, "splitters", None)
     if isinstance(splitters, dict):
@@ -65,6 +71,8 @@ def _separation(gaussians: dict[str, dict[str, Any]], top: int) -> dict[str, flo
 def explain(model: Any, top: int = 10) -> dict[str, Any]:
     """Feature reliance of an allow-listed classifier (see :meth:`TaskModel.reliance`)."""
     est = _unwrap(model)
+    if getattr(est, "takes_arrays", False):  # pipelines.fastlearn: the learner explains itself
+        return dict(est.reliance(top))
     splits: Counter[str] = Counter()
     if hasattr(est, "_root") and getattr(est._root, "children", None):
         _count_splits(est._root, splits)

@@ -17,6 +17,7 @@ from typing import Any
 from river import stats
 
 from pipelines.evaluation import Prequential
+from pipelines.fastpath import Features, as_dict, learn_one, predict_proba
 from pipelines.learners.explain import explain
 from pipelines.learners.params import (
     AnomalyParams,
@@ -108,19 +109,19 @@ class TaskModel:
         return out
 
     # -- inference --------------------------------------------------------------------------------
-    def predict(self, x: dict[str, float]) -> tuple[str | None, dict[str, float]]:
+    def predict(self, x: Features) -> tuple[str | None, dict[str, float]]:
         """Most likely class (``None`` before any label was learned) and class probabilities."""
         return self._predict(self.classifier, x)
 
     @staticmethod
-    def _predict(model: Any, x: dict[str, float]) -> tuple[str | None, dict[str, float]]:
-        proba = model.predict_proba_one(x)
+    def _predict(model: Any, x: Features) -> tuple[str | None, dict[str, float]]:
+        proba = predict_proba(model, x)  # the array itself for learners that take arrays (fastpath)
         if not proba:
             return None, {}
         label = max(proba, key=proba.__getitem__)
         return str(label), {str(k): float(v) for k, v in proba.items()}
 
-    def score(self, x: dict[str, float]) -> tuple[float, bool]:
+    def score(self, x: Features) -> tuple[float, bool]:
         """Anomaly score of ``x`` and whether it raises (or, within ``hold``, keeps) an alarm, as
         if ``x`` were the next window; changes nothing (:meth:`learn_unlabelled` learns it)."""
         s = self._raw_score(x)
@@ -129,9 +130,9 @@ class TaskModel:
         # counts it down by one: the alarm stays on while it is still positive afterwards
         return s, above or self._hold_left > 1
 
-    def _raw_score(self, x: dict[str, float]) -> float:
+    def _raw_score(self, x: Features) -> float:
         assert self.detector is not None
-        s = float(self.detector.score_one(x))
+        s = float(self.detector.score_one(as_dict(x)))
         return s if math.isfinite(s) else 0.0
 
     def _ready(self) -> bool:
@@ -144,7 +145,7 @@ class TaskModel:
         thr = self._threshold.get()
         return bool(self._ready() and thr is not None and s > thr)
 
-    def learn_unlabelled(self, x: dict[str, float], score: float | None = None) -> None:
+    def learn_unlabelled(self, x: Features, score: float | None = None) -> None:
         """Learn one window on the anomaly side (a no-op without a detector): update the alarm
         threshold, the off-delay and the alarm-rate drift watch, and learn ``x`` unless it is
         above the threshold (so a developing fault does not become the new normal). ``score``
@@ -163,7 +164,7 @@ class TaskModel:
         if above or self._hold_left > 0:
             self.n_alarms += 1
         if not above:
-            self.detector.learn_one(x)
+            self.detector.learn_one(as_dict(x))
         if self._score_drift is not None and ready:
             # The raw score of half-space trees moves whenever its reference window turns over,
             # so the drift detector watches the alarm rate instead: only a rise is reported.
@@ -179,7 +180,7 @@ class TaskModel:
                 )
 
     # -- learning ---------------------------------------------------------------------------------
-    def learn(self, x: dict[str, float], y: str, y_pred: str | None) -> None:
+    def learn(self, x: Features, y: str, y_pred: str | None) -> None:
         """Learn labelled window ``x``, test-then-train: count the earlier prediction ``y_pred``
         (made by :meth:`predict` when the window completed) against ``y``, then learn."""
         self.evaluation.update(y, y_pred)
@@ -187,8 +188,8 @@ class TaskModel:
             c_pred, _ = self._predict(self.challenger, x)
             self._champ_hits.append(y_pred == y)
             self._chall_hits.append(c_pred == y)
-            self.challenger.learn_one(x, y)
-        self.classifier.learn_one(x, y)
+            learn_one(self.challenger, x, y)  # the array itself when the learner takes arrays
+        learn_one(self.classifier, x, y)
         self.n_learned += 1
         self.label_counts[y] += 1
         if self._drift is not None:

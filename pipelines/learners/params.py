@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from river import anomaly, drift, forest, linear_model, naive_bayes, neighbors, optim, preprocessing, tree
+
+# river (and with it scipy.stats) is imported by the builders, not here: the config layer and the
+# read-only CLI import these params classes, and a process loads only the models its config names.
 
 
 class _Params(BaseModel):
@@ -66,6 +68,22 @@ class GaussianNBParams(_Params):
     model: Literal["gaussian_nb"]
 
 
+class FastGaussianNBParams(_Params):
+    """Gaussian naive Bayes on arrays, compiled (pipelines.fastlearn): river's GaussianNB's
+    predictions, with statistics that merge exactly."""
+
+    model: Literal["fast_gnb"]
+
+
+class FastSoftmaxParams(_Params):
+    """Softmax regression on standardised features, on arrays, compiled (pipelines.fastlearn):
+    the predictions of ``logistic``."""
+
+    model: Literal["fast_softmax"]
+    lr: float = Field(0.05, gt=0, description="SGD learning rate.")
+    l2: float = Field(0.0, ge=0, description="L2 regularisation.")
+
+
 class KNNParams(_Params):
     """k nearest neighbours over the last ``window_size`` standardised windows."""
 
@@ -80,6 +98,8 @@ ClassifierParams = Annotated[
     | ARFParams
     | LogisticParams
     | GaussianNBParams
+    | FastGaussianNBParams
+    | FastSoftmaxParams
     | KNNParams,
     Field(discriminator="model"),
 ]
@@ -124,6 +144,8 @@ class Allowed(Generic[P]):
 
 
 def _hoeffding_tree(p: HoeffdingTreeParams) -> Any:
+    from river import tree
+
     return tree.HoeffdingTreeClassifier(
         grace_period=p.grace_period,
         delta=p.delta,
@@ -135,6 +157,8 @@ def _hoeffding_tree(p: HoeffdingTreeParams) -> Any:
 
 
 def _hoeffding_adaptive_tree(p: HoeffdingAdaptiveTreeParams) -> Any:
+    from river import tree
+
     return tree.HoeffdingAdaptiveTreeClassifier(
         grace_period=p.grace_period,
         delta=p.delta,
@@ -147,6 +171,8 @@ def _hoeffding_adaptive_tree(p: HoeffdingAdaptiveTreeParams) -> Any:
 
 
 def _arf(p: ARFParams) -> Any:
+    from river import forest
+
     return forest.ARFClassifier(
         n_models=p.n_models,
         grace_period=p.grace_period,
@@ -158,19 +184,39 @@ def _arf(p: ARFParams) -> Any:
 
 
 def _logistic(p: LogisticParams) -> Any:
+    from river import linear_model, optim, preprocessing
+
     return preprocessing.StandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(p.lr), l2=p.l2)
 
 
 def _gaussian_nb(p: GaussianNBParams) -> Any:
+    from river import naive_bayes
+
     return naive_bayes.GaussianNB()
 
 
+def _fast_gnb(p: FastGaussianNBParams) -> Any:
+    from pipelines import fastlearn  # imports numba: only when a config asks for it
+
+    return fastlearn.FastGaussianNB()
+
+
+def _fast_softmax(p: FastSoftmaxParams) -> Any:
+    from pipelines import fastlearn
+
+    return fastlearn.FastSoftmax(lr=p.lr, l2=p.l2)
+
+
 def _knn(p: KNNParams) -> Any:
+    from river import neighbors, preprocessing
+
     engine = neighbors.LazySearch(window_size=p.window_size)
     return preprocessing.StandardScaler() | neighbors.KNNClassifier(n_neighbors=p.n_neighbors, engine=engine)
 
 
 def _half_space_trees(p: HalfSpaceTreesParams) -> Any:
+    from river import anomaly, preprocessing
+
     return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
         n_trees=p.n_trees, height=p.height, window_size=p.window_size, seed=p.seed
     )
@@ -183,6 +229,8 @@ CLASSIFIERS: dict[str, Allowed[Any]] = {
     "logistic": Allowed(LogisticParams, _logistic),
     "gaussian_nb": Allowed(GaussianNBParams, _gaussian_nb),
     "knn": Allowed(KNNParams, _knn),
+    "fast_gnb": Allowed(FastGaussianNBParams, _fast_gnb),
+    "fast_softmax": Allowed(FastSoftmaxParams, _fast_softmax),
 }
 """The allow-list of classifiers: ``model`` name -> params class and builder."""
 
@@ -247,6 +295,8 @@ class LifecycleParams(_Params):
 def build_drift_detector(p: LifecycleParams) -> Any:
     """A river.drift detector for ``p`` (``None`` when disabled). Only a rise of the watched
     rate matters (Page-Hinkley ``mode="up"``; ADWIN's cuts are checked by direction)."""
+    from river import drift
+
     if p.drift_detector == "adwin":
         return drift.ADWIN(delta=p.drift_delta)
     if p.drift_detector == "page_hinkley":
