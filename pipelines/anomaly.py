@@ -1,0 +1,234 @@
+"""Unsupervised alarms that adapt to each stream: a discord score and a forgetting alarm policy.
+
+Two parts, each usable on its own:
+
+* :class:`DiscordDetector`: how unlike anything in the recent past is the newest stretch of
+  the stream? For each new value it finds the nearest neighbour of the last ``m`` values among
+  all stretches ending in the last ``history`` values (trivial matches, overlapping the newest,
+  excluded), as an RMS distance in units of the stream's recent standard deviation; the score
+  is ``log1p`` of that. A repeating pattern (daily cycles, square waves) finds its twin a period
+  back and scores low; a new shape, level or burst scores high. Values beyond the range seen so
+  far by more than ``novelty`` x that range are flagged as new outright (as Numenta's detector
+  does with its spatial check). The search is a numba kernel with early abandoning: about
+  ``m x history`` multiply-adds per value at worst.
+* :class:`AlarmPolicy`: turns any score into alarms with no per-stream setting. The mean of the
+  last ``average`` scores is compared with the long-run distribution of that mean, an
+  exponentially forgetting mean and variance over about ``span`` windows (so a stream whose
+  score level drifts is judged against its recent self, not its whole past). The Gaussian tail
+  probability of the recent mean is what Numenta's anomaly likelihood computes
+  (``nupic/algorithms/anomaly_likelihood.py``: moving average of raw scores, normal tail
+  against a rolling estimate). An alarm starts when that tail falls below ``tail`` (after
+  ``warmup`` windows), and is held ``hold`` windows past the last such window, so one episode
+  raises one alarm. The threshold in force is the smallest mean score that would alarm now.
+
+Everything counts windows, never seconds, so the same settings work at any sampling rate.
+The defaults were chosen on the 33 NAB development files with ``bench/nab_research.py`` and
+``bench/nab_corpus.py`` (docs/anomaly.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from pipelines.jit import JIT
+
+# z such that the standard normal upper tail at z equals p, for the threshold in force
+_SQRT2 = math.sqrt(2.0)
+
+
+@njit(**JIT)
+def _nearest(buf: np.ndarray, n: int, m: int, history: int) -> float:  # pragma: no cover - compiled
+    """RMS distance from the last ``m`` values of the ring ``buf`` (``n`` values written so far)
+    to the nearest stretch of ``m`` values ending between ``history`` and ``m`` values before the
+    newest; -1 while there is no candidate yet."""
+    size = buf.shape[0]
+    i = n - 1  # index of the newest value in stream order
+    first_end = max(m - 1, i - history)
+    last_end = i - m
+    if last_end < first_end:
+        return -1.0
+    best = math.inf
+    for e in range(first_end, last_end + 1):
+        s = 0.0
+        for j in range(m):
+            d = buf[(i - j) % size] - buf[(e - j) % size]
+            s += d * d
+            if s >= best:
+                break
+        if s < best:
+            best = s
+    return math.sqrt(best / m)
+
+
+@njit(**JIT)
+def _discord_step(
+    buf: np.ndarray, st: np.ndarray, x: float, m: int, history: int, alpha: float, novelty: float
+) -> tuple[float, bool]:  # pragma: no cover - compiled
+    """Push ``x`` into one channel's state; returns (score, novel).
+
+    ``st``: [values seen, EW mean, EW variance, min, max] (updated in place)."""
+    size = buf.shape[0]
+    n = int(st[0])
+    buf[n % size] = x
+    n += 1
+    st[0] = n
+    lo, hi = st[3], st[4]
+    if n == 1:
+        lo = hi = x
+    rng = hi - lo
+    floor = 1e-3 * rng + 1e-12  # a flat line has no spread: distances relative to its range
+    d = _nearest(buf, n, m, history)
+    score = math.log1p(d / (math.sqrt(st[2]) + floor)) if d >= 0.0 else 0.0
+    if n == 1:
+        st[1] = x
+    else:
+        dd = x - st[1]
+        st[1] += alpha * dd
+        st[2] = (1.0 - alpha) * (st[2] + alpha * dd * dd)
+    novel = n > 1 and rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
+    st[3] = min(lo, x)
+    st[4] = max(hi, x)
+    return score, novel
+
+
+class DiscordDetector:
+    """Nearest-neighbour distance of the newest ``m`` values to the last ``history`` values,
+    per channel (the highest channel score counts).
+
+    Parameters
+    ----------
+    m
+        Length of the compared stretch, in values (windows).
+    history
+        How far back the nearest neighbour is searched, in values.
+    scale_span
+        Span (values) of the exponentially weighted standard deviation that scales distances.
+    novelty
+        A value beyond the range seen so far by this fraction of the range is new outright;
+        negative turns the check off.
+
+    Examples
+    --------
+    >>> d = DiscordDetector(m=4, history=64)
+    >>> x = np.sin(np.arange(200) * 2 * np.pi / 16)
+    >>> scores = [d.learn_one([v])[0] for v in x]  # the second period on repeats the first
+    >>> jump, novel = d.learn_one([3.0])  # beyond the range seen by far more than 5 %
+    >>> round(max(scores[40:]), 6), bool(jump > 0.5), novel
+    (0.0, True, True)
+    """
+
+    def __init__(self, m: int = 8, history: int = 1000, scale_span: int = 200, novelty: float = 0.05) -> None:
+        if m < 1 or history < 2 * m:
+            raise ValueError(f"need m >= 1 and history >= 2 m, got m={m} history={history}")
+        self.m = m
+        self.history = history
+        self.scale_span = scale_span
+        self.novelty = novelty
+        self._alpha = 2.0 / (scale_span + 1.0)
+        self._bufs: list[np.ndarray] = []
+        self._state: list[np.ndarray] = []
+
+    def learn_one(self, values: list[float] | np.ndarray) -> tuple[float, bool]:
+        """Score the newest value of each channel (then remember it): (score, novel)."""
+        if not self._bufs:
+            self._bufs = [np.zeros(self.history + self.m + 1) for _ in range(len(values))]
+            self._state = [np.zeros(5) for _ in range(len(values))]
+        score, novel = 0.0, False
+        for buf, st, v in zip(self._bufs, self._state, values, strict=True):
+            s, nv = _discord_step(buf, st, float(v), self.m, self.history, self._alpha, self.novelty)
+            score = max(score, s)
+            novel = novel or nv
+        return score, novel
+
+    def reset(self) -> None:
+        """Forget everything (a new stream)."""
+        self._bufs, self._state = [], []
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the alarm policy made of one window's score."""
+
+    score: float  # the window's score
+    level: float  # mean of the last ``average`` scores: what is compared
+    threshold: float  # the smallest level that alarms now (inf before warm-up)
+    tail: float  # Gaussian upper-tail probability of ``level`` against the long run
+    alarm: bool  # on (including the hold)
+    above: bool  # this window itself crossed (tail < eps, or a novel value)
+
+
+class AlarmPolicy:
+    """Forgetting likelihood threshold with warm-up and hold (see the module docstring).
+
+    Examples
+    --------
+    >>> p = AlarmPolicy(tail=1e-4, average=1, span=200, warmup=50, hold=3)
+    >>> rng = np.random.default_rng(1)
+    >>> flags = [p.update(float(s)).alarm for s in rng.normal(0, 1, 300)]
+    >>> sum(flags[:50]), p.update(12.0).alarm, [p.update(0.0).alarm for _ in range(4)]
+    (0, True, [True, True, True, False])
+    """
+
+    def __init__(
+        self, tail: float = 1e-4, average: int = 5, span: int = 2000, warmup: int = 300, hold: int = 100
+    ) -> None:
+        self.eps = tail
+        self.average = average
+        self.span = span
+        self.warmup = warmup
+        self.hold = hold
+        self._z = _upper_z(tail)
+        self._alpha = 2.0 / (span + 1.0)
+        self._ring = np.zeros(average)
+        self._sum = 0.0
+        self._mean = 0.0
+        self._var = 0.0
+        self.n = 0
+        self._left = 0
+
+    def update(self, score: float, novel: bool = False) -> Verdict:
+        """Judge ``score`` (then learn it); ``novel`` forces an alarm after warm-up."""
+        if not math.isfinite(score):
+            score = 0.0
+        i = self.n
+        j = i % self.average
+        self._sum += score - self._ring[j]
+        self._ring[j] = score
+        level = self._sum / min(i + 1, self.average)
+        sd = math.sqrt(self._var) + 1e-9
+        tail = 0.5 * math.erfc((level - self._mean) / (sd * _SQRT2))
+        ready = i >= self.warmup
+        threshold = self._mean + self._z * sd if ready else math.inf
+        if i == 0:
+            self._mean = level
+        else:
+            d = level - self._mean
+            self._mean += self._alpha * d
+            self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
+        self.n += 1
+        above = ready and (tail < self.eps or novel)
+        if above:
+            self._left = self.hold
+            alarm = True
+        elif self._left > 0:
+            self._left -= 1
+            alarm = True
+        else:
+            alarm = False
+        return Verdict(score, level, threshold, tail, alarm, above)
+
+
+def _upper_z(p: float) -> float:
+    """z with a standard normal upper tail of ``p`` (bisection on erfc; p in (0, 0.5))."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * math.erfc(mid / _SQRT2) > p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
