@@ -17,7 +17,8 @@ Two parts, each usable on its own:
   score level drifts is judged against its recent self, not its whole past). The Gaussian tail
   probability of the recent mean is what Numenta's anomaly likelihood computes
   (``nupic/algorithms/anomaly_likelihood.py``: moving average of raw scores, normal tail
-  against a rolling estimate). An alarm starts when that tail falls below ``tail`` (after
+  against a rolling estimate); the variance is bias-corrected (divided by the weight its terms
+  have so far, as Adam does), so the threshold is not too low while the estimate is young. An alarm starts when that tail falls below ``tail`` (after
   ``warmup`` windows), and is held ``hold`` windows past the last such window, so one episode
   raises one alarm. The threshold in force is the smallest mean score that would alarm now.
 
@@ -30,11 +31,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numba import njit
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.jit import JIT
+
+
+class AlarmParams(BaseModel):
+    """Score-to-alarm settings every detector shares (:class:`AlarmPolicy`), all in windows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    tail: float = Field(1e-4, gt=0, lt=0.5)  # alarm when the recent level's tail probability is below this
+    average: int = Field(5, ge=1, le=1000)  # windows averaged into the level that is judged
+    span: int = Field(2000, ge=10)  # windows the long-run level distribution forgets over
+    warmup: int = Field(200, ge=0)  # windows learned before any alarm
+    hold: int = Field(100, ge=0)  # off-delay: an alarm stays on this many windows after its last crossing
+
+
+class DiscordParams(AlarmParams):
+    """The discord detector (:class:`DiscordDetector`) on the newest value of each window: the
+    mean of its last ``hop`` samples per channel."""
+
+    model: Literal["discord"]
+    m: int = Field(8, ge=1, le=256)
+    history: int = Field(1000, ge=16, le=100_000)
+    scale_span: int = Field(200, ge=2)
+    novelty: float = 0.05  # negative: off
+
+
+def policy_for(p: AlarmParams) -> AlarmPolicy:
+    """The alarm policy configured by ``p``."""
+    return AlarmPolicy(tail=p.tail, average=p.average, span=p.span, warmup=p.warmup, hold=p.hold)
 
 # z such that the standard normal upper tail at z equals p, for the threshold in force
 _SQRT2 = math.sqrt(2.0)
@@ -174,7 +205,7 @@ class AlarmPolicy:
     """
 
     def __init__(
-        self, tail: float = 1e-4, average: int = 5, span: int = 2000, warmup: int = 300, hold: int = 100
+        self, tail: float = 1e-4, average: int = 5, span: int = 2000, warmup: int = 200, hold: int = 100
     ) -> None:
         self.eps = tail
         self.average = average
@@ -187,6 +218,7 @@ class AlarmPolicy:
         self._sum = 0.0
         self._mean = 0.0
         self._var = 0.0
+        self._weight = 0.0  # total weight of the variance's terms: its bias correction
         self.n = 0
         self._left = 0
 
@@ -199,7 +231,7 @@ class AlarmPolicy:
         self._sum += score - self._ring[j]
         self._ring[j] = score
         level = self._sum / min(i + 1, self.average)
-        sd = math.sqrt(self._var) + 1e-9
+        sd = math.sqrt(self._var / self._weight if self._weight > 0 else 0.0) + 1e-9
         tail = 0.5 * math.erfc((level - self._mean) / (sd * _SQRT2))
         ready = i >= self.warmup
         threshold = self._mean + self._z * sd if ready else math.inf
@@ -209,6 +241,7 @@ class AlarmPolicy:
             d = level - self._mean
             self._mean += self._alpha * d
             self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
+            self._weight = 1.0 - (1.0 - self._alpha) * (1.0 - self._weight)
         self.n += 1
         above = ready and (tail < self.eps or novel)
         if above:
@@ -232,3 +265,17 @@ def _upper_z(p: float) -> float:
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+class DiscordScorer:
+    """A task's discord detector and its alarm policy, fed one window at a time."""
+
+    def __init__(self, p: DiscordParams) -> None:
+        self.detector = DiscordDetector(m=p.m, history=p.history, scale_span=p.scale_span, novelty=p.novelty)
+        self.policy = policy_for(p)
+
+    def score_window(self, window: np.ndarray, hop: int) -> Verdict:
+        """Judge a window (channels x samples): its newest ``hop`` samples, averaged per channel."""
+        newest = window[:, -hop:].mean(axis=1) if hop > 1 else window[:, -1]
+        score, novel = self.detector.learn_one(newest)
+        return self.policy.update(score, novel)
