@@ -57,7 +57,8 @@ def discord_alarms(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     det, pol = DiscordDetector(), AlarmPolicy()
     out = np.zeros(len(v), dtype=bool)
     for i, x in enumerate(v.tolist()):
-        s, novel = det.learn_one([x])
+        s, novel = det.score_one([x])
+        det.learn_one([x])
         out[i] = pol.update(s, novel).alarm
     return out
 

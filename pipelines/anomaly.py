@@ -67,6 +67,7 @@ def policy_for(p: AlarmParams) -> AlarmPolicy:
     """The alarm policy configured by ``p``."""
     return AlarmPolicy(tail=p.tail, average=p.average, span=p.span, warmup=p.warmup, hold=p.hold)
 
+
 # z such that the standard normal upper tail at z equals p, for the threshold in force
 _SQRT2 = math.sqrt(2.0)
 
@@ -96,34 +97,40 @@ def _nearest(buf: np.ndarray, n: int, m: int, history: int) -> float:  # pragma:
 
 
 @njit(**JIT)
-def _discord_step(
-    buf: np.ndarray, st: np.ndarray, x: float, m: int, history: int, alpha: float, novelty: float
+def _discord_score(
+    buf: np.ndarray, st: np.ndarray, x: float, m: int, history: int, novelty: float
 ) -> tuple[float, bool]:  # pragma: no cover - compiled
-    """Push ``x`` into one channel's state; returns (score, novel).
+    """Score ``x`` as the next value of one channel: (score, novel). ``x`` is written into the
+    ring slot it will occupy, which holds nothing the search reads (the ring keeps ``history + m
+    + 1`` values), so scoring changes no state; :func:`_discord_learn` then makes it count.
 
-    ``st``: [values seen, EW mean, EW variance, min, max] (updated in place)."""
-    size = buf.shape[0]
+    ``st``: [values seen, EW mean, EW variance, min, max]."""
     n = int(st[0])
-    buf[n % size] = x
-    n += 1
-    st[0] = n
-    lo, hi = st[3], st[4]
-    if n == 1:
-        lo = hi = x
+    buf[n % buf.shape[0]] = x
+    lo, hi = (st[3], st[4]) if n > 0 else (x, x)
     rng = hi - lo
     floor = 1e-3 * rng + 1e-12  # a flat line has no spread: distances relative to its range
-    d = _nearest(buf, n, m, history)
+    d = _nearest(buf, n + 1, m, history)
     score = math.log1p(d / (math.sqrt(st[2]) + floor)) if d >= 0.0 else 0.0
-    if n == 1:
+    novel = n > 0 and rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
+    return score, novel
+
+
+@njit(**JIT)
+def _discord_learn(buf: np.ndarray, st: np.ndarray, x: float, alpha: float) -> None:  # pragma: no cover
+    """Append ``x`` to one channel's ring and update its spread and range."""
+    n = int(st[0])
+    buf[n % buf.shape[0]] = x
+    if n == 0:
         st[1] = x
+        st[3] = st[4] = x
     else:
         dd = x - st[1]
         st[1] += alpha * dd
         st[2] = (1.0 - alpha) * (st[2] + alpha * dd * dd)
-    novel = n > 1 and rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
-    st[3] = min(lo, x)
-    st[4] = max(hi, x)
-    return score, novel
+        st[3] = min(st[3], x)
+        st[4] = max(st[4], x)
+    st[0] = n + 1
 
 
 class DiscordDetector:
@@ -145,10 +152,12 @@ class DiscordDetector:
     Examples
     --------
     >>> d = DiscordDetector(m=4, history=64)
-    >>> x = np.sin(np.arange(200) * 2 * np.pi / 16)
-    >>> scores = [d.learn_one([v])[0] for v in x]  # the second period on repeats the first
-    >>> jump, novel = d.learn_one([3.0])  # beyond the range seen by far more than 5 %
-    >>> round(max(scores[40:]), 6), bool(jump > 0.5), novel
+    >>> scores = []
+    >>> for v in np.sin(np.arange(200) * 2 * np.pi / 16):
+    ...     scores.append(d.score_one([v])[0])  # score, then learn (river's order)
+    ...     d.learn_one([v])
+    >>> jump, novel = d.score_one([3.0])  # beyond the range seen by far more than 5 %
+    >>> round(max(scores[40:]), 6), bool(jump > 0.5), novel  # the second period on repeats the first
     (0.0, True, True)
     """
 
@@ -163,17 +172,27 @@ class DiscordDetector:
         self._bufs: list[np.ndarray] = []
         self._state: list[np.ndarray] = []
 
-    def learn_one(self, values: list[float] | np.ndarray) -> tuple[float, bool]:
-        """Score the newest value of each channel (then remember it): (score, novel)."""
-        if not self._bufs:
-            self._bufs = [np.zeros(self.history + self.m + 1) for _ in range(len(values))]
-            self._state = [np.zeros(5) for _ in range(len(values))]
+    def _ensure(self, n_channels: int) -> None:
+        if len(self._bufs) != n_channels:
+            self._bufs = [np.zeros(self.history + self.m + 1) for _ in range(n_channels)]
+            self._state = [np.zeros(5) for _ in range(n_channels)]
+
+    def score_one(self, values: list[float] | np.ndarray) -> tuple[float, bool]:
+        """Score the next value of each channel: (highest channel score, any channel novel).
+        Pure: nothing is learned."""
+        self._ensure(len(values))
         score, novel = 0.0, False
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
-            s, nv = _discord_step(buf, st, float(v), self.m, self.history, self._alpha, self.novelty)
+            s, nv = _discord_score(buf, st, float(v), self.m, self.history, self.novelty)
             score = max(score, s)
             novel = novel or nv
         return score, novel
+
+    def learn_one(self, values: list[float] | np.ndarray) -> None:
+        """Remember the next value of each channel."""
+        self._ensure(len(values))
+        for buf, st, v in zip(self._bufs, self._state, values, strict=True):
+            _discord_learn(buf, st, float(v), self._alpha)
 
     def reset(self) -> None:
         """Forget everything (a new stream)."""
@@ -222,37 +241,45 @@ class AlarmPolicy:
         self.n = 0
         self._left = 0
 
-    def update(self, score: float, novel: bool = False) -> Verdict:
-        """Judge ``score`` (then learn it); ``novel`` forces an alarm after warm-up."""
+    def judge(self, score: float, novel: bool = False) -> Verdict:
+        """What ``score`` (and ``novel``: forces an alarm after warm-up) would mean now. Pure."""
         if not math.isfinite(score):
             score = 0.0
         i = self.n
-        j = i % self.average
-        self._sum += score - self._ring[j]
-        self._ring[j] = score
-        level = self._sum / min(i + 1, self.average)
+        k = min(i + 1, self.average)
+        level = (self._sum - (self._ring[i % self.average] if i >= self.average else 0.0) + score) / k
         sd = math.sqrt(self._var / self._weight if self._weight > 0 else 0.0) + 1e-9
         tail = 0.5 * math.erfc((level - self._mean) / (sd * _SQRT2))
         ready = i >= self.warmup
         threshold = self._mean + self._z * sd if ready else math.inf
+        above = ready and (tail < self.eps or novel)
+        return Verdict(score, level, threshold, tail, above or self._left > 0, above)
+
+    def learn(self, v: Verdict) -> None:
+        """Take the judged window in: its score into the level, the level into the long run,
+        and the off-delay forward."""
+        i = self.n
+        j = i % self.average
+        self._sum += v.score - self._ring[j]
+        self._ring[j] = v.score
         if i == 0:
-            self._mean = level
+            self._mean = v.level
         else:
-            d = level - self._mean
+            d = v.level - self._mean
             self._mean += self._alpha * d
             self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
             self._weight = 1.0 - (1.0 - self._alpha) * (1.0 - self._weight)
         self.n += 1
-        above = ready and (tail < self.eps or novel)
-        if above:
+        if v.above:
             self._left = self.hold
-            alarm = True
         elif self._left > 0:
             self._left -= 1
-            alarm = True
-        else:
-            alarm = False
-        return Verdict(score, level, threshold, tail, alarm, above)
+
+    def update(self, score: float, novel: bool = False) -> Verdict:
+        """:meth:`judge` then :meth:`learn`."""
+        v = self.judge(score, novel)
+        self.learn(v)
+        return v
 
 
 def _upper_z(p: float) -> float:
@@ -277,5 +304,6 @@ class DiscordScorer:
     def score_window(self, window: np.ndarray, hop: int) -> Verdict:
         """Judge a window (channels x samples): its newest ``hop`` samples, averaged per channel."""
         newest = window[:, -hop:].mean(axis=1) if hop > 1 else window[:, -1]
-        score, novel = self.detector.learn_one(newest)
+        score, novel = self.detector.score_one(newest)
+        self.detector.learn_one(newest)
         return self.policy.update(score, novel)

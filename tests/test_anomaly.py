@@ -9,12 +9,18 @@ import numpy as np
 from pipelines.anomaly import AlarmPolicy, DiscordDetector
 
 
+def _step(det: DiscordDetector, values: list[float] | np.ndarray) -> tuple[float, bool]:
+    out = det.score_one(values)
+    det.learn_one(values)
+    return out
+
+
 def _run(values: np.ndarray, **policy: float) -> tuple[np.ndarray, np.ndarray]:
     det = DiscordDetector()
     pol = AlarmPolicy(**policy)  # type: ignore[arg-type]
     alarms, thresholds = [], []
     for v in values.tolist():
-        s, novel = det.learn_one([v])
+        s, novel = _step(det, [v])
         verdict = pol.update(s, novel)
         alarms.append(verdict.alarm)
         thresholds.append(verdict.threshold)
@@ -67,6 +73,16 @@ class TestAlarmPolicy:
         a = np.array(flags)
         assert len(_onsets(a)) == 1 and a[:76].all() and not a[76:].any()
 
+    def test_judge_is_pure(self) -> None:
+        """Judging changes nothing: judging twice gives the same verdict, and update = judge + learn."""
+        a, b = AlarmPolicy(warmup=20), AlarmPolicy(warmup=20)
+        rng = np.random.default_rng(8)
+        for s in rng.normal(0, 1, 300):
+            v1, v2 = a.judge(float(s)), a.judge(float(s))
+            assert v1 == v2
+            a.learn(v1)
+            assert b.update(float(s)) == v1
+
     def test_reports_threshold_and_tail(self) -> None:
         """The verdict says why: the level compared, the threshold in force and the tail probability."""
         pol = AlarmPolicy(average=1, warmup=100, tail=1e-4)
@@ -85,7 +101,7 @@ class TestDiscordDetector:
         """A square wave finds its twin a period back: after the first periods, no score above 0."""
         det = DiscordDetector(m=8, history=400)
         x = np.where((np.arange(3000) // 50) % 2 == 0, 1.0, 0.0)
-        scores = [det.learn_one([v])[0] for v in x]
+        scores = [_step(det, [v])[0] for v in x]
         assert max(scores[200:]) == 0.0
 
     def test_new_shape_scores_high(self) -> None:
@@ -93,13 +109,13 @@ class TestDiscordDetector:
         det = DiscordDetector(m=8, history=400)
         x = np.sin(np.arange(3000) * 2 * np.pi / 100)
         x[2500:2530] = 0.0
-        scores = np.array([det.learn_one([v])[0] for v in x])
+        scores = np.array([_step(det, [v])[0] for v in x])
         assert scores[2500:2540].max() > 2 * scores[500:2500].max()
 
     def test_flat_line_is_quiet(self) -> None:
         """A constant stream has no spread: its scores stay 0 and nothing is new."""
         det = DiscordDetector()
-        out = [det.learn_one([3.0]) for _ in range(500)]
+        out = [_step(det, [3.0]) for _ in range(500)]
         assert all(s == 0.0 and not nv for s, nv in out)
 
     def test_channels_take_the_highest(self) -> None:
@@ -107,6 +123,6 @@ class TestDiscordDetector:
         a, b = DiscordDetector(m=4, history=50), DiscordDetector(m=4, history=50)
         rng = np.random.default_rng(7)
         x = rng.normal(0, 1, (300, 2))
-        both = [a.learn_one(r)[0] for r in x]
-        first = [b.learn_one(r[:1])[0] for r in x]
+        both = [_step(a, r)[0] for r in x]
+        first = [_step(b, r[:1])[0] for r in x]
         assert all(s >= f for s, f in zip(both, first, strict=True))
