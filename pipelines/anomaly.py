@@ -9,7 +9,8 @@ Two parts, each usable on its own:
   is ``log1p`` of that. A repeating pattern (daily cycles, square waves) finds its twin a period
   back and scores low; a new shape, level or burst scores high. Values beyond the range seen so
   far by more than ``novelty`` x that range are flagged as new outright (as Numenta's detector
-  does with its spatial check). The search is a numba kernel with early abandoning: about
+  does with its spatial check), and so is a lasting level shift (a short mean far from a long
+  one, in units of how far apart they usually are). The search is a numba kernel with early abandoning: about
   ``m x history`` multiply-adds per value at worst.
 * :class:`AlarmPolicy`: turns any score into alarms with no per-stream setting. The mean of the
   last ``average`` scores is compared with the long-run distribution of that mean, an
@@ -61,6 +62,9 @@ class DiscordParams(AlarmParams):
     history: int = Field(1000, ge=16, le=100_000)
     scale_span: int = Field(200, ge=2)
     novelty: float = 0.05  # negative: off
+    shift_span: int = Field(16, ge=1)
+    shift_long: int = Field(1000, ge=2)
+    shift_z: float = 6.0  # <= 0: off
 
 
 def policy_for(p: AlarmParams) -> AlarmPolicy:
@@ -98,38 +102,58 @@ def _nearest(buf: np.ndarray, n: int, m: int, history: int) -> float:  # pragma:
 
 @njit(**JIT)
 def _discord_score(
-    buf: np.ndarray, st: np.ndarray, x: float, m: int, history: int, novelty: float
+    buf: np.ndarray,
+    st: np.ndarray,
+    x: float,
+    m: int,
+    history: int,
+    novelty: float,
+    a_short: float,
+    shift_z: float,
 ) -> tuple[float, bool]:  # pragma: no cover - compiled
     """Score ``x`` as the next value of one channel: (score, novel). ``x`` is written into the
     ring slot it will occupy, which holds nothing the search reads (the ring keeps ``history + m
     + 1`` values), so scoring changes no state; :func:`_discord_learn` then makes it count.
 
-    ``st``: [values seen, EW mean, EW variance, min, max]."""
+    ``st``: [values seen, EW mean, EW variance, min, max, short EW mean, long EW mean, EW
+    variance of their difference, its weight]."""
     n = int(st[0])
     buf[n % buf.shape[0]] = x
-    lo, hi = (st[3], st[4]) if n > 0 else (x, x)
+    if n == 0:
+        return 0.0, False
+    lo, hi = st[3], st[4]
     rng = hi - lo
     floor = 1e-3 * rng + 1e-12  # a flat line has no spread: distances relative to its range
     d = _nearest(buf, n + 1, m, history)
     score = math.log1p(d / (math.sqrt(st[2]) + floor)) if d >= 0.0 else 0.0
-    novel = n > 0 and rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
+    novel = rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
+    if shift_z > 0.0 and st[7] > 0.0:
+        # level shift: the short mean (with x) left the long mean by shift_z of its usual spread
+        gap = st[5] + a_short * (x - st[5]) - st[6]
+        novel = novel or abs(gap) > shift_z * math.sqrt(st[7] / st[8])
     return score, novel
 
 
 @njit(**JIT)
-def _discord_learn(buf: np.ndarray, st: np.ndarray, x: float, alpha: float) -> None:  # pragma: no cover
-    """Append ``x`` to one channel's ring and update its spread and range."""
+def _discord_learn(
+    buf: np.ndarray, st: np.ndarray, x: float, alpha: float, a_short: float, a_long: float
+) -> None:  # pragma: no cover - compiled
+    """Append ``x`` to one channel's ring and update its spread, range and level means."""
     n = int(st[0])
     buf[n % buf.shape[0]] = x
     if n == 0:
-        st[1] = x
-        st[3] = st[4] = x
+        st[1] = st[3] = st[4] = st[5] = st[6] = x
     else:
         dd = x - st[1]
         st[1] += alpha * dd
         st[2] = (1.0 - alpha) * (st[2] + alpha * dd * dd)
         st[3] = min(st[3], x)
         st[4] = max(st[4], x)
+        st[5] += a_short * (x - st[5])
+        gap = st[5] - st[6]
+        st[6] += a_long * (x - st[6])
+        st[7] = (1.0 - a_long) * (st[7] + a_long * gap * gap)
+        st[8] = 1.0 - (1.0 - a_long) * (1.0 - st[8])
     st[0] = n + 1
 
 
@@ -148,6 +172,11 @@ class DiscordDetector:
     novelty
         A value beyond the range seen so far by this fraction of the range is new outright;
         negative turns the check off.
+    shift_span, shift_long, shift_z
+        A level shift is new outright too: the EW mean over ``shift_span`` values departs from
+        the one over ``shift_long`` values by more than ``shift_z`` times the usual (EW, bias
+        corrected) spread of that difference; ``shift_z <= 0`` turns it off. It catches a
+        small, lasting shift inside noise, whose stretches each still look familiar.
 
     Examples
     --------
@@ -161,21 +190,35 @@ class DiscordDetector:
     (0.0, True, True)
     """
 
-    def __init__(self, m: int = 8, history: int = 1000, scale_span: int = 200, novelty: float = 0.05) -> None:
+    def __init__(
+        self,
+        m: int = 8,
+        history: int = 1000,
+        scale_span: int = 200,
+        novelty: float = 0.05,
+        shift_span: int = 16,
+        shift_long: int = 1000,
+        shift_z: float = 6.0,
+    ) -> None:
         if m < 1 or history < 2 * m:
             raise ValueError(f"need m >= 1 and history >= 2 m, got m={m} history={history}")
         self.m = m
         self.history = history
         self.scale_span = scale_span
         self.novelty = novelty
+        self.shift_span = shift_span
+        self.shift_long = shift_long
+        self.shift_z = shift_z
         self._alpha = 2.0 / (scale_span + 1.0)
+        self._a_short = 2.0 / (shift_span + 1.0)
+        self._a_long = 2.0 / (shift_long + 1.0)
         self._bufs: list[np.ndarray] = []
         self._state: list[np.ndarray] = []
 
     def _ensure(self, n_channels: int) -> None:
         if len(self._bufs) != n_channels:
             self._bufs = [np.zeros(self.history + self.m + 1) for _ in range(n_channels)]
-            self._state = [np.zeros(5) for _ in range(n_channels)]
+            self._state = [np.zeros(9) for _ in range(n_channels)]
 
     def score_one(self, values: list[float] | np.ndarray) -> tuple[float, bool]:
         """Score the next value of each channel: (highest channel score, any channel novel).
@@ -183,7 +226,9 @@ class DiscordDetector:
         self._ensure(len(values))
         score, novel = 0.0, False
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
-            s, nv = _discord_score(buf, st, float(v), self.m, self.history, self.novelty)
+            s, nv = _discord_score(
+                buf, st, float(v), self.m, self.history, self.novelty, self._a_short, self.shift_z
+            )
             score = max(score, s)
             novel = novel or nv
         return score, novel
@@ -192,7 +237,7 @@ class DiscordDetector:
         """Remember the next value of each channel."""
         self._ensure(len(values))
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
-            _discord_learn(buf, st, float(v), self._alpha)
+            _discord_learn(buf, st, float(v), self._alpha, self._a_short, self._a_long)
 
     def reset(self) -> None:
         """Forget everything (a new stream)."""
@@ -298,7 +343,15 @@ class DiscordScorer:
     """A task's discord detector and its alarm policy, fed one window at a time."""
 
     def __init__(self, p: DiscordParams) -> None:
-        self.detector = DiscordDetector(m=p.m, history=p.history, scale_span=p.scale_span, novelty=p.novelty)
+        self.detector = DiscordDetector(
+            m=p.m,
+            history=p.history,
+            scale_span=p.scale_span,
+            novelty=p.novelty,
+            shift_span=p.shift_span,
+            shift_long=p.shift_long,
+            shift_z=p.shift_z,
+        )
         self.policy = policy_for(p)
 
     def score_window(self, window: np.ndarray, hop: int) -> Verdict:
