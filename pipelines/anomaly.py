@@ -23,7 +23,8 @@ Two parts, each usable on its own:
   ``warmup`` windows), and is held ``hold`` windows past the last such window, so one episode
   raises one alarm. The threshold in force is the smallest mean score that would alarm now.
 
-Everything counts windows, never seconds, so the same settings work at any sampling rate.
+The numba kernels live in :mod:`pipelines._discord` and are imported on first use, so importing
+this module (the config does) does not import numba. Everything counts windows, never seconds, so the same settings work at any sampling rate.
 The defaults were chosen on the 33 NAB development files with ``bench/nab_research.py`` and
 ``bench/nab_corpus.py`` (docs/anomaly.md).
 """
@@ -35,10 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
-
-from pipelines.jit import JIT
 
 
 class AlarmParams(BaseModel):
@@ -72,89 +70,7 @@ def policy_for(p: AlarmParams) -> AlarmPolicy:
     return AlarmPolicy(tail=p.tail, average=p.average, span=p.span, warmup=p.warmup, hold=p.hold)
 
 
-# z such that the standard normal upper tail at z equals p, for the threshold in force
 _SQRT2 = math.sqrt(2.0)
-
-
-@njit(**JIT)
-def _nearest(buf: np.ndarray, n: int, m: int, history: int) -> float:  # pragma: no cover - compiled
-    """RMS distance from the last ``m`` values of the ring ``buf`` (``n`` values written so far)
-    to the nearest stretch of ``m`` values ending between ``history`` and ``m`` values before the
-    newest; -1 while there is no candidate yet."""
-    size = buf.shape[0]
-    i = n - 1  # index of the newest value in stream order
-    first_end = max(m - 1, i - history)
-    last_end = i - m
-    if last_end < first_end:
-        return -1.0
-    best = math.inf
-    for e in range(first_end, last_end + 1):
-        s = 0.0
-        for j in range(m):
-            d = buf[(i - j) % size] - buf[(e - j) % size]
-            s += d * d
-            if s >= best:
-                break
-        if s < best:
-            best = s
-    return math.sqrt(best / m)
-
-
-@njit(**JIT)
-def _discord_score(
-    buf: np.ndarray,
-    st: np.ndarray,
-    x: float,
-    m: int,
-    history: int,
-    novelty: float,
-    a_short: float,
-    shift_z: float,
-) -> tuple[float, bool]:  # pragma: no cover - compiled
-    """Score ``x`` as the next value of one channel: (score, novel). ``x`` is written into the
-    ring slot it will occupy, which holds nothing the search reads (the ring keeps ``history + m
-    + 1`` values), so scoring changes no state; :func:`_discord_learn` then makes it count.
-
-    ``st``: [values seen, EW mean, EW variance, min, max, short EW mean, long EW mean, EW
-    variance of their difference, its weight]."""
-    n = int(st[0])
-    buf[n % buf.shape[0]] = x
-    if n == 0:
-        return 0.0, False
-    lo, hi = st[3], st[4]
-    rng = hi - lo
-    floor = 1e-3 * rng + 1e-12  # a flat line has no spread: distances relative to its range
-    d = _nearest(buf, n + 1, m, history)
-    score = math.log1p(d / (math.sqrt(st[2]) + floor)) if d >= 0.0 else 0.0
-    novel = rng > 0.0 and (x > hi + novelty * rng or x < lo - novelty * rng)
-    if shift_z > 0.0 and st[7] > 0.0:
-        # level shift: the short mean (with x) left the long mean by shift_z of its usual spread
-        gap = st[5] + a_short * (x - st[5]) - st[6]
-        novel = novel or abs(gap) > shift_z * math.sqrt(st[7] / st[8])
-    return score, novel
-
-
-@njit(**JIT)
-def _discord_learn(
-    buf: np.ndarray, st: np.ndarray, x: float, alpha: float, a_short: float, a_long: float
-) -> None:  # pragma: no cover - compiled
-    """Append ``x`` to one channel's ring and update its spread, range and level means."""
-    n = int(st[0])
-    buf[n % buf.shape[0]] = x
-    if n == 0:
-        st[1] = st[3] = st[4] = st[5] = st[6] = x
-    else:
-        dd = x - st[1]
-        st[1] += alpha * dd
-        st[2] = (1.0 - alpha) * (st[2] + alpha * dd * dd)
-        st[3] = min(st[3], x)
-        st[4] = max(st[4], x)
-        st[5] += a_short * (x - st[5])
-        gap = st[5] - st[6]
-        st[6] += a_long * (x - st[6])
-        st[7] = (1.0 - a_long) * (st[7] + a_long * gap * gap)
-        st[8] = 1.0 - (1.0 - a_long) * (1.0 - st[8])
-    st[0] = n + 1
 
 
 class DiscordDetector:
@@ -223,6 +139,8 @@ class DiscordDetector:
     def score_one(self, values: list[float] | np.ndarray) -> tuple[float, bool]:
         """Score the next value of each channel: (highest channel score, any channel novel).
         Pure: nothing is learned."""
+        from pipelines._discord import _discord_score
+
         self._ensure(len(values))
         score, novel = 0.0, False
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
@@ -235,6 +153,8 @@ class DiscordDetector:
 
     def learn_one(self, values: list[float] | np.ndarray) -> None:
         """Remember the next value of each channel."""
+        from pipelines._discord import _discord_learn
+
         self._ensure(len(values))
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
             _discord_learn(buf, st, float(v), self._alpha, self._a_short, self._a_long)
@@ -254,6 +174,7 @@ class Verdict:
     tail: float  # Gaussian upper-tail probability of ``level`` against the long run
     alarm: bool  # on (including the hold)
     above: bool  # this window itself crossed (tail < eps, or a novel value)
+    novel: bool = False  # the detector flagged this window as new outright
 
 
 class AlarmPolicy:
@@ -298,7 +219,7 @@ class AlarmPolicy:
         ready = i >= self.warmup
         threshold = self._mean + self._z * sd if ready else math.inf
         above = ready and (tail < self.eps or novel)
-        return Verdict(score, level, threshold, tail, above or self._left > 0, above)
+        return Verdict(score, level, threshold, tail, above or self._left > 0, above, ready and novel)
 
     def learn(self, v: Verdict) -> None:
         """Take the judged window in: its score into the level, the level into the long run,

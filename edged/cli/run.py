@@ -34,9 +34,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for name, s in cfg.sensors.items():
         where = f" on bus {s.bus} at 0x{s.address:02x}" if isinstance(s, I2cSensorConfig) else ""
-        print(
-            f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
-        )
+        rate = f"{s.rate_hz:g} Hz" if s.rate_hz else "the recording's rate"
+        print(f"  sensor {name}: {s.driver}{where} at {rate} -> {', '.join(cfg.sensor_channels()[name])}")
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""
         print(
