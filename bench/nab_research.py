@@ -50,11 +50,12 @@ def corpus(
     return normalise(raw, null, nw), per
 
 
-def discord_alarms(t: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The shipped detector with its defaults, one value per window (hop 1)."""
-    from pipelines.anomaly import AlarmPolicy, DiscordDetector
+def discord_alarms(t: np.ndarray, v: np.ndarray, **kw: float) -> np.ndarray:
+    """The shipped detector (defaults, or the DiscordParams ``kw``), one value per window (hop 1)."""
+    from pipelines.anomaly import DiscordParams, DiscordScorer
 
-    det, pol = DiscordDetector(), AlarmPolicy()
+    sc = DiscordScorer(DiscordParams(model="discord", **kw))  # type: ignore[arg-type]
+    det, pol = sc.detector, sc.policy
     out = np.zeros(len(v), dtype=bool)
     for i, x in enumerate(v.tolist()):
         s, novel = det.score_one([x])
@@ -66,7 +67,9 @@ def discord_alarms(t: np.ndarray, v: np.ndarray) -> np.ndarray:
 if __name__ == "__main__":
     files = load()
     t0 = time.perf_counter()
-    sc, _ = corpus(files, discord_alarms, verbose="-v" in sys.argv)
+    # python -m bench.nab_research [-v] [key=value ...]: DiscordParams to try (JSON values)
+    kw = {k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[1:] if "=" in a)}
+    sc, _ = corpus(files, lambda t, v: discord_alarms(t, v, **kw), verbose="-v" in sys.argv)
     n = sum(len(v) for _, v, _ in files.values())
     dt = time.perf_counter() - t0
     print(f"score {sc:.1f} ({dt:.1f} s, {1e6 * dt / n:.0f} us per sample with scoring)")

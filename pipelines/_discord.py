@@ -72,19 +72,23 @@ def _discord_score(
 
 @njit(**JIT)
 def _discord_learn(
-    buf: np.ndarray, st: np.ndarray, x: float, alpha: float, a_short: float, a_long: float
+    buf: np.ndarray, st: np.ndarray, x: float, alpha: float, a_short: float, a_long: float, lag: int
 ) -> None:  # pragma: no cover - compiled
     """Append ``x`` to one channel's ring and update its spread, range and level means."""
     n = int(st[0])
     buf[n % buf.shape[0]] = x
     if n == 0:
         st[1] = st[3] = st[4] = st[5] = st[6] = x
-    else:
+    elif n >= lag:
+        # the range novelty compares with values at least `lag` old, so a fast climb past the
+        # old extremes is new even though each step only edges past the last one
+        old = buf[(n - lag) % buf.shape[0]]
+        st[3] = min(st[3], old)
+        st[4] = max(st[4], old)
+    if n > 0:
         dd = x - st[1]
         st[1] += alpha * dd
         st[2] = (1.0 - alpha) * (st[2] + alpha * dd * dd)
-        st[3] = min(st[3], x)
-        st[4] = max(st[4], x)
         st[5] += a_short * (x - st[5])
         gap = st[5] - st[6]
         st[6] += a_long * (x - st[6])

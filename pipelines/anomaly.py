@@ -8,8 +8,9 @@ Two parts, each usable on its own:
   excluded), as an RMS distance in units of the stream's recent standard deviation; the score
   is ``log1p`` of that. A repeating pattern (daily cycles, square waves) finds its twin a period
   back and scores low; a new shape, level or burst scores high. Values beyond the range seen so
-  far by more than ``novelty`` x that range are flagged as new outright (as Numenta's detector
-  does with its spatial check), and so is a lasting level shift (a short mean far from a long
+  far by more than ``novelty`` x that range are flagged as new outright (Numenta's detector has
+  this spatial check; here the range is of values at least ``novelty_lag`` old, so a fast
+  climb past the old extremes counts even though each step edges only past the last), and so is a lasting level shift (a short mean far from a long
   one, in units of how far apart they usually are). The search is a numba kernel with early abandoning: about
   ``m x history`` multiply-adds per value at worst.
 * :class:`AlarmPolicy`: turns any score into alarms with no per-stream setting. The mean of the
@@ -63,6 +64,7 @@ class DiscordParams(AlarmParams):
     shift_span: int = Field(16, ge=1)
     shift_long: int = Field(1000, ge=2)
     shift_z: float = 6.0  # <= 0: off
+    novelty_lag: int = Field(300, ge=0)  # range novelty against values at least this old
 
 
 def policy_for(p: AlarmParams) -> AlarmPolicy:
@@ -88,6 +90,9 @@ class DiscordDetector:
     novelty
         A value beyond the range seen so far by this fraction of the range is new outright;
         negative turns the check off.
+    novelty_lag
+        That range is of the values at least this many values old, so a fast climb past the
+        old extremes is new even though each step edges only a little past the one before.
     shift_span, shift_long, shift_z
         A level shift is new outright too: the EW mean over ``shift_span`` values departs from
         the one over ``shift_long`` values by more than ``shift_z`` times the usual (EW, bias
@@ -115,9 +120,12 @@ class DiscordDetector:
         shift_span: int = 16,
         shift_long: int = 1000,
         shift_z: float = 6.0,
+        novelty_lag: int = 300,
     ) -> None:
         if m < 1 or history < 2 * m:
             raise ValueError(f"need m >= 1 and history >= 2 m, got m={m} history={history}")
+        if novelty_lag < 0:
+            raise ValueError(f"need novelty_lag >= 0, got {novelty_lag}")
         self.m = m
         self.history = history
         self.scale_span = scale_span
@@ -128,6 +136,7 @@ class DiscordDetector:
         self._alpha = 2.0 / (scale_span + 1.0)
         self._a_short = 2.0 / (shift_span + 1.0)
         self._a_long = 2.0 / (shift_long + 1.0)
+        self.novelty_lag = min(novelty_lag, history)  # the ring holds `history` values back
         self._bufs: list[np.ndarray] = []
         self._state: list[np.ndarray] = []
 
@@ -157,7 +166,7 @@ class DiscordDetector:
 
         self._ensure(len(values))
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
-            _discord_learn(buf, st, float(v), self._alpha, self._a_short, self._a_long)
+            _discord_learn(buf, st, float(v), self._alpha, self._a_short, self._a_long, self.novelty_lag)
 
     def reset(self) -> None:
         """Forget everything (a new stream)."""
@@ -272,6 +281,7 @@ class DiscordScorer:
             shift_span=p.shift_span,
             shift_long=p.shift_long,
             shift_z=p.shift_z,
+            novelty_lag=p.novelty_lag,
         )
         self.policy = policy_for(p)
 
