@@ -45,11 +45,27 @@ class AlarmParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    tail: float = Field(1e-4, gt=0, lt=0.5)  # alarm when the recent level's tail probability is below this
-    average: int = Field(5, ge=1, le=1000)  # windows averaged into the level that is judged
-    span: int = Field(2000, ge=10)  # windows the long-run level distribution forgets over
-    warmup: int = Field(200, ge=0)  # windows learned before any alarm
-    hold: int = Field(100, ge=0)  # off-delay: an alarm stays on this many windows after its last crossing
+    tail: float = Field(
+        1e-4,
+        gt=0,
+        lt=0.5,
+        description="An alarm starts when the recent score level's tail probability, against the "
+        "long-run (forgetting) score distribution, falls below this.",
+    )
+    average: int = Field(
+        5, ge=1, le=1000, description="Windows averaged into the score level that is judged."
+    )
+    span: int = Field(
+        2000,
+        ge=10,
+        description="Windows the long-run score distribution forgets over (EW mean and variance).",
+    )
+    warmup: int = Field(200, ge=0, description="Windows learned before any alarm.")
+    hold: int = Field(
+        100,
+        ge=0,
+        description="Off-delay: windows an alarm stays on after its last crossing (one episode, one alarm).",
+    )
 
 
 class DiscordParams(AlarmParams):
@@ -57,14 +73,26 @@ class DiscordParams(AlarmParams):
     mean of its last ``hop`` samples per channel."""
 
     model: Literal["discord"]
-    m: int = Field(8, ge=1, le=256)
-    history: int = Field(1000, ge=16, le=100_000)
-    scale_span: int = Field(200, ge=2)
-    novelty: float = 0.05  # negative: off
-    shift_span: int = Field(16, ge=1)
-    shift_long: int = Field(1000, ge=2)
-    shift_z: float = 6.0  # <= 0: off
-    novelty_lag: int = Field(300, ge=0)  # range novelty against values at least this old
+    m: int = Field(8, ge=1, le=256, description="Length of the compared stretch, in windows.")
+    history: int = Field(
+        1000, ge=16, le=100_000, description="Windows searched for the stretch's nearest neighbour."
+    )
+    scale_span: int = Field(200, ge=2, description="Windows of the spread that scales distances.")
+    novelty: float = Field(
+        0.05,
+        description="A value beyond the range seen so far by this fraction of the range alarms outright "
+        "(negative: off).",
+    )
+    novelty_lag: int = Field(
+        300, ge=0, description="That range is of values at least this many windows old (at most `history`)."
+    )
+    shift_span: int = Field(16, ge=1, description="Windows of the short mean of the level-shift check.")
+    shift_long: int = Field(1000, ge=2, description="Windows of the long mean of the level-shift check.")
+    shift_z: float = Field(
+        6.0,
+        description="A level shift alarms outright when the short mean leaves the long one by this many "
+        "of their usual gaps (<= 0: off).",
+    )
 
 
 def policy_for(p: AlarmParams) -> AlarmPolicy:

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # river (and with it scipy.stats) is imported by the builders, not here: the config layer and the
 # read-only CLI import these params classes, and a process loads only the models its config names.
-
 from pipelines.anomaly import AlarmParams, DiscordDetector, DiscordParams
 
 
@@ -224,6 +223,7 @@ def _discord(p: DiscordParams) -> DiscordDetector:
         shift_span=p.shift_span,
         shift_long=p.shift_long,
         shift_z=p.shift_z,
+        novelty_lag=p.novelty_lag,
     )
 
 
