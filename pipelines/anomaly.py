@@ -178,8 +178,9 @@ class DiscordDetector:
         Pure: nothing is learned."""
         from pipelines._discord import _discord_score
 
-        self._ensure(len(values))
         score, novel = 0.0, False
+        if len(self._bufs) != len(values):  # nothing learned yet (or another channel count)
+            return score, novel
         for buf, st, v in zip(self._bufs, self._state, values, strict=True):
             s, nv = _discord_score(
                 buf, st, float(v), self.m, self.history, self.novelty, self._a_short, self.shift_z
