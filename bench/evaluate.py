@@ -78,7 +78,7 @@ def nab() -> dict[str, Any]:
     probation = min(int(0.15 * len(rows_t)), int(0.15 * 5000))
     ts, on = onsets(preds, task)
     res = score(rows_t, ts[on], wins, profiles["standard"]["CostMatrix"], probation)
-    per = ", ".join("yes" if w else "no" for w in res["per_window"])
+    per = ", ".join("no" if w is None else "yes" for w in res["per_window"])
     return {
         "name": "NAB machine temperature (anomaly)",
         "rep": rep,

@@ -1,6 +1,6 @@
 """NAB scoring (standard profile) of alarm onsets against the labelled anomaly windows.
 
-Implements the rules stated in ``../shared/data/nab_machine_temperature/labels.json`` (taken
+The scoring itself is :mod:`bench.nab_score` (NAB's sweeper, ported row for row). The rules stated in ``../shared/data/nab_machine_temperature/labels.json`` (taken
 from NAB's ``sweeper.py``): rows in the probationary period are not scored; the first detection
 inside a window scores ``tpWeight * S(y)`` with ``y`` its relative position (-1 at the window's
 left edge, 0 at its right edge) and ``S(y) = 2 * sigmoid(-5 y) - 1``; a detection outside every
@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _sigmoid_scaled(y: float) -> float:
-    return 2.0 / (1.0 + math.exp(5.0 * y)) - 1.0
+from bench.nab_score import score_file
 
 
 def _ts(s: str) -> float:
@@ -48,40 +45,21 @@ def score(
     detections_ts: np.ndarray,
     windows: list[tuple[float, float]],
     profile: dict[str, float],
-    probation_rows: int,
+    probation_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Raw NAB score of ``detections_ts`` over a file whose rows are at ``row_ts``."""
-    idx = np.searchsorted(row_ts, detections_ts)  # row index of each detection
+    """Raw NAB score of ``detections_ts`` over a file whose rows are at ``row_ts``, by NAB's own
+    rules (:mod:`bench.nab_score`; ``probation_rows`` is NAB's and the argument is ignored)."""
+    flags = np.zeros(len(row_ts), dtype=bool)
+    flags[np.searchsorted(row_ts, detections_ts)] = True
     wins = [
-        (int(np.searchsorted(row_ts, a)), int(np.searchsorted(row_ts, b, "right")) - 1) for a, b in windows
+        (float(row_ts[np.searchsorted(row_ts, a)]), float(row_ts[np.searchsorted(row_ts, b)]))
+        for a, b in windows
     ]
-    total = 0.0
-    detected = [None] * len(wins)
-    fps: list[dict[str, Any]] = []
-    for i in idx:
-        if i < probation_rows:
-            continue
-        inside = next((k for k, (a, b) in enumerate(wins) if a <= i <= b), None)
-        if inside is not None:
-            a, b = wins[inside]
-            if detected[inside] is None:
-                y = (i - b) / max(1, b - a)
-                detected[inside] = {"row": int(i), "score": profile["tpWeight"] * _sigmoid_scaled(y)}
-            continue
-        prev = [w for w in wins if w[1] < i]
-        if prev:
-            a, b = prev[-1]
-            s = profile["fpWeight"] * _sigmoid_scaled((i - b) / max(1, b - a))
-        else:
-            s = -profile["fpWeight"]
-        fps.append({"row": int(i), "score": s})
-        total += s
-    for d in detected:
-        total += d["score"] if d is not None else -profile["fnWeight"]
+    s = score_file(row_ts, flags, wins, profile)
     return {
-        "score": round(total, 4),
-        "windows_detected": sum(d is not None for d in detected),
-        "per_window": [d and {"row": d["row"], "score": round(d["score"], 4)} for d in detected],
-        "false_positives": len(fps),
-        "fp_penalty": round(sum(f["score"] for f in fps), 4),
+        "score": round(s.score, 4),
+        "windows_detected": s.tp,
+        "per_window": [round(w, 4) if w > -profile["fnWeight"] else None for w in s.windows],
+        "false_positives": s.fp,
+        "fp_penalty": round(s.fp_penalty, 4),
     }

@@ -50,11 +50,11 @@ def main() -> None:
     from edged import logs
 
     logs.configure("error")
-    grid = itertools.product([12, 24], [0.99, 0.995], [8, 10], [0, 12, 36, 72], [1, 2, 3])
-    for w, q, h, hold, seed in grid:
-        r, alarms = run({"window": w}, {"quantile": q, "height": h, "hold": hold, "seed": seed})
+    grid = itertools.product([4, 6, 8, 16], [1e-3, 1e-4], [36, 100])
+    for m, tail, hold in grid:
+        r, alarms = run({}, {"m": m, "tail": tail, "hold": hold})
         print(
-            f"window={w:3} quantile={q} height={h} hold={hold:3} seed={seed}: score={r['score']:7.3f} "
+            f"m={m:2} tail={tail:g} hold={hold:3}: score={r['score']:7.3f} "
             f"windows={r['windows_detected']} fp={r['false_positives']} alarms={alarms}",
             flush=True,
         )

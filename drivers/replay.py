@@ -166,7 +166,14 @@ class FileSensorConfig(SensorConfig):
 
     driver: Literal["file"]
     path: str = Field(min_length=1, description="The recording (CSV or `.csv.gz`) to play in real time.")
-    rate_hz: float = Field(gt=0, description="Sample rate of the recording in Hz.")
+    # None: the recording's own rate. Windows, hops and warm-ups count samples, so a task whose
+    # features need no frequency axis ("stats", the anomaly detectors) runs on any recording.
+    rate_hz: float | None = Field(  # type: ignore[assignment]
+        None,
+        gt=0,
+        description="Sample rate of the recording in Hz; leave it out to take the recording's own "
+        "(then only time-domain features: windows and the anomaly detectors count samples).",
+    )
     channels: list[str] = Field(min_length=1, description="File columns this sensor provides.")
     loop: bool = Field(True, description="Start over at the end of the file.")
 

@@ -25,7 +25,7 @@ from drivers.simulator import MachineWorld, SimLabeler
 from edged import security
 from edged.config import AnySensorConfig, Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
-from edged.lineage import StateLock, fingerprint, restore_models, task_rate
+from edged.lineage import NOMINAL_RATE_HZ, StateLock, fingerprint, restore_models, task_rate
 from edged.mqtt import LabelInbox, Publisher
 from edged.ops import Ops, status_path
 from edged.runtime import Daemon, SensorRunner, ServiceStatus, Timers, wall_offset
@@ -38,7 +38,7 @@ from pipelines.task import TaskPipeline
 log = structlog.get_logger("edged.app")
 
 
-def new_model(name: str, tcfg: TaskConfig, rate_hz: float) -> Any:
+def new_model(name: str, tcfg: TaskConfig, rate_hz: float | None) -> Any:
     """A fresh model for a task, stamped with the task's fingerprint."""
     from pipelines.learners import TaskModel
 
@@ -60,7 +60,7 @@ def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, 
     out = {}
     for name, t in cfg.tasks.items():
         rate = task_rate(cfg, t)
-        dsp = build_dsp(t, rate)
+        dsp = build_dsp(t, rate or NOMINAL_RATE_HZ)
         windower = Windower(dsp.extractor.rows + len(t.context), t.window, t.hop, derive=dsp.stream)
         model = (models or {}).get(name) or new_model(name, t, rate)
         out[name] = TaskPipeline(
@@ -120,7 +120,7 @@ def warm_up(cfg: Config) -> None:
     for task in build_tasks(cfg).values():
         chans = task.channels + task.context
         n = task.windower.window + task.windower.hop
-        t = np.arange(n) / task_rate(cfg, cfg.tasks[task.name])
+        t = np.arange(n) / (task_rate(cfg, cfg.tasks[task.name]) or NOMINAL_RATE_HZ)
         x = rng.standard_normal((n, len(chans)))
         cols = task.bind(tuple(chans))
         assert cols is not None
@@ -260,7 +260,7 @@ def build_daemon(cfg: Config) -> Daemon:
     for i, (name, s) in enumerate(cfg.sensors.items()):
         drv = build_driver(cfg, i, s, world, sim)
         drv.name = name
-        poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / s.rate_hz))
+        poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / (s.rate_hz or NOMINAL_RATE_HZ)))
         sensors.append(SensorRunner(name, drv, poll, blocks, status.on_sensor_health))
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
 

@@ -436,6 +436,14 @@ def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
             problems.append(f"{where}.channels: a channel is listed twice")
         if len(sources) == 1 and dsp:
             rate = cfg.sensors[sources.pop()].rate_hz
+            if rate is None:
+                needs_rate = [f for f in t.features if f != "stats"]
+                if needs_rate or t.fusion is not None or t.context_rate_s is not None:
+                    problems.append(
+                        f"{where}: {', '.join(needs_rate) or 'fusion / context_rate_s'} need(s) the "
+                        "sensor's rate_hz; without one (rate taken from the recording) only 'stats' features"
+                    )
+                rate = 1.0
             try:
                 from pipelines.dsp import build_dsp
 

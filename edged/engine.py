@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import structlog
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from drivers.base import Block
 from edged.seq import SeqStore
 from pipelines.task import Prediction, TaskPipeline
+
+if TYPE_CHECKING:
+    from pipelines.anomaly import Verdict
 
 log = structlog.get_logger("edged.engine")
 
@@ -137,7 +140,7 @@ class Engine:
         self._bucket = _TokenBucket(labels_per_s, max(1.0, labels_per_s * 2))
         self.latest: dict[str, float] = {}  # last finite value per channel
         self.counters: Counter[str] = Counter()
-        self._alarm_on: dict[str, bool] = dict.fromkeys(tasks, False)
+        self._alarm_on: dict[str, dict[str, Any]] = {}  # task -> the alarm in progress
         self._reset_interval(time.time())
 
     # -- samples ---------------------------------------------------------------------------------
@@ -218,18 +221,53 @@ class Engine:
         agg["predictions"] += 1
         agg["classes"][str(pred.label)] += 1
         if pred.anomaly is not None:
-            score, alarm = pred.anomaly
-            payload["anomaly"] = {"score": round(score, 6), "alarm": alarm}
+            v = pred.anomaly
+            payload["anomaly"] = an = {
+                "score": round(v.level, 6),
+                "alarm": v.alarm,
+                "threshold": round(v.threshold, 6) if math.isfinite(v.threshold) else None,
+                "tail": float(f"{v.tail:.4g}"),
+            }
+            if v.novel:
+                an["novel"] = True
             if len(agg["scores"]) < MAX_SCORES_PER_INTERVAL:
-                agg["scores"].append(score)
-            if alarm:
+                agg["scores"].append(v.level)
+            if v.alarm:
                 agg["alarms"] += 1
-            if alarm and not self._alarm_on[name]:
-                self.alert(
-                    "anomaly", task=name, ts=payload["ts"], score=round(score, 6), model=payload["model"]
-                )
-            self._alarm_on[name] = alarm
+            self._episode(name, payload, v)
         self.sink.send(f"prediction/{name}", payload, "prediction")
+
+    def _episode(self, name: str, payload: dict[str, Any], v: Verdict) -> None:
+        """One ``anomaly`` alert at an alarm's onset, one ``anomaly_cleared`` at its end."""
+        ep = self._alarm_on.get(name)
+        ts = payload["ts"]
+        an = payload["anomaly"]
+        if v.alarm and ep is None:
+            self._alarm_on[name] = {"started": ts, "peak": v.level, "windows": 1}
+            self.alert(
+                "anomaly",
+                task=name,
+                ts=ts,
+                score=an["score"],
+                threshold=an["threshold"],
+                tail=an["tail"],
+                model=payload["model"],
+            )
+        elif v.alarm and ep is not None:
+            ep["peak"] = max(ep["peak"], v.level)
+            ep["windows"] += 1
+        elif ep is not None:
+            del self._alarm_on[name]
+            self.alert(
+                "anomaly_cleared",
+                task=name,
+                ts=ts,
+                started=ep["started"],
+                duration_s=round(max(0.0, ts - ep["started"]), 6),
+                windows=ep["windows"],
+                peak_score=round(ep["peak"], 6),
+                model=payload["model"],
+            )
 
     def alert(self, kind: str, **fields: Any) -> None:
         """Publish an alert (``kind``: anomaly, sensor, state, ...)."""

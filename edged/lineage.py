@@ -47,9 +47,16 @@ log = structlog.get_logger("edged.lineage")
 
 
 # -- identity ------------------------------------------------------------------------------------------
-def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
-    """Sample rate of a task's windowed channels (from the sensor that provides them)."""
-    return float(cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz)
+def task_rate(cfg: Config, tcfg: TaskConfig) -> float | None:
+    """Sample rate of a task's windowed channels (from the sensor that provides them); ``None``
+    for a file sensor that takes its rate from the recording."""
+    rate = cfg.sensors[cfg.channel_owner()[tcfg.channels[0]]].rate_hz
+    return float(rate) if rate is not None else None
+
+
+# Rate handed to the DSP of a task on a sensor without one: only time-domain features are
+# allowed there (edged/config.py checks), and they do not depend on it.
+NOMINAL_RATE_HZ = 1.0
 
 
 # DSP keys added after the first release: in the fingerprint only when set to something other
@@ -57,7 +64,7 @@ def task_rate(cfg: Config, tcfg: TaskConfig) -> float:
 _DSP_KEYS = ("accel_unit", "velocity_band_hz", "fusion", "shaft", "bearing", "context_rate_s")
 
 
-def fingerprint(tcfg: TaskConfig, rate_hz: float) -> str:
+def fingerprint(tcfg: TaskConfig, rate_hz: float | None) -> str:
     """Identity of a task's feature layout and learner: a checkpoint only loads into the same."""
     spec = {
         "channels": tcfg.channels,

@@ -29,8 +29,16 @@ def rolling_accuracy(hits: list[bool], width: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def plot_replay(trace: dict[str, Any], report: dict[str, Any], path: str | Path, width: int = 50) -> Path:
-    """Draw one row per task: learning curve (or anomaly score) and confusion matrix."""
+def plot_replay(
+    trace: dict[str, Any],
+    report: dict[str, Any],
+    path: str | Path,
+    width: int = 50,
+    windows: list[tuple[float, float]] | None = None,
+) -> Path:
+    """Draw one row per task: learning curve (or, for an unlabelled task, the anomaly score, the
+    threshold in force and the alarms against time, with the labelled anomaly ``windows``
+    [start, end] in Unix seconds shaded) and confusion matrix."""
     try:
         import matplotlib
 
@@ -65,12 +73,7 @@ def plot_replay(trace: dict[str, Any], report: dict[str, Any], path: str | Path,
             ax.plot([], [], color="red", ls=":", label="drift detected")
             ax.plot([], [], color="green", label="new model version")
         elif tr["scores"]:
-            s = np.asarray(tr["scores"])
-            ax.plot(s, lw=0.6, label="anomaly score")
-            al = np.flatnonzero(tr["alarms"])
-            ax.scatter(al, s[al], s=6, color="red", label="alarm", zorder=3)
-            ax.set_xlabel("windows")
-            ax.set_ylabel("score")
+            _anomaly(ax, tr, windows or [])
         rep = report["tasks"][name]
         title = f"{name}: {rep['windows']} windows, {rep['labelled']} labelled"
         if rep["labelled"]:
@@ -82,6 +85,71 @@ def plot_replay(trace: dict[str, Any], report: dict[str, Any], path: str | Path,
     out = Path(path)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    return out
+
+
+def _anomaly(ax: Any, tr: dict[str, Any], windows: list[tuple[float, float]]) -> None:
+    """Score, threshold and alarms of an anomaly task against (UTC) time."""
+    import datetime as dt
+
+    import matplotlib.dates as mdates
+
+    def when(ts: np.ndarray) -> np.ndarray:
+        return np.array([dt.datetime.fromtimestamp(float(v), dt.UTC) for v in ts])
+
+    s = np.asarray(tr["scores"], dtype=float)
+    ts = np.asarray(tr.get("times") or np.arange(len(s)), dtype=float)
+    x = when(ts)
+    alarm = np.asarray(tr["alarms"], dtype=bool)
+    ax.plot(x, s, lw=0.6, label="anomaly score")
+    thr = np.asarray(tr.get("thresholds") or [], dtype=float)
+    if thr.size == s.size and np.isfinite(thr).any():
+        ax.plot(x, thr, lw=1.0, color="black", label="threshold in force")
+    top = float(np.nanmax(np.concatenate((s, thr[np.isfinite(thr)])))) if s.size else 1.0
+    ax.fill_between(x, 0, top, where=alarm, color="red", alpha=0.15, step="post", label="alarm", lw=0)
+    onset = np.flatnonzero(alarm & ~np.concatenate(([False], alarm[:-1])))
+    ax.scatter(x[onset], s[onset], s=12, color="red", zorder=3, label=f"alarm onsets ({onset.size})")
+    lo, hi = (ts.min(), ts.max()) if ts.size else (0.0, 0.0)
+    shown = [(a, b) for a, b in windows if b >= lo and a <= hi]
+    for i, (a, b) in enumerate(shown):
+        ax.axvspan(
+            *when(np.array([a, b])),
+            color="orange",
+            alpha=0.25,
+            lw=0,
+            label="labelled anomaly" if i == 0 else None,
+        )
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("score")
+
+
+def load_windows(path: str | Path, files: list[str]) -> list[tuple[float, float]]:
+    """Labelled anomaly windows, as (start, end) Unix seconds, for the replayed ``files`` from a
+    labels file in NAB's format: ``combined_windows.json`` (``{"folder/file.csv": [[start,
+    end], ...]}``, times as ``YYYY-MM-DD HH:MM:SS[.ffffff]`` UTC), the shared data's
+    ``labels.json`` (``{"files": {"folder/file.csv": {"anomaly_windows": [[s, e], ...]}}}``) or a
+    single file's ``{"anomaly_windows": [...]}``. Entries are matched by the end of the path."""
+    import datetime as dt
+    import json
+
+    def sec(v: Any) -> float:
+        if isinstance(v, int | float):
+            return float(v)
+        return dt.datetime.fromisoformat(str(v)).replace(tzinfo=dt.UTC).timestamp()
+
+    raw = json.loads(Path(path).read_text())
+    if "anomaly_windows" in raw:
+        return [(sec(a), sec(b)) for a, b in raw["anomaly_windows"]]
+    table = raw.get("files", raw)
+    out: list[tuple[float, float]] = []
+    for f in files:
+        name = Path(f).as_posix()
+        for key, entry in table.items():
+            if name.endswith(key) or Path(key).name == Path(f).name:
+                wins = entry.get("anomaly_windows", []) if isinstance(entry, dict) else entry
+                out += [(sec(a), sec(b)) for a, b in wins]
+                break
     return out
 
 

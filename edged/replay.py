@@ -40,6 +40,8 @@ class _Collector:
         self.scores: dict[str, list[float]] = {}
         self.alarms: dict[str, int] = {}
         self.alarm_flags: dict[str, list[bool]] = {}
+        self.times: dict[str, list[float]] = {}
+        self.thresholds: dict[str, list[float]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
 
     def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
@@ -53,6 +55,9 @@ class _Collector:
                 if len(kept) < MAX_KEPT_SCORES:
                     kept.append(an["score"])
                     self.alarm_flags.setdefault(task, []).append(bool(an["alarm"]))
+                    self.times.setdefault(task, []).append(payload["ts"])
+                    thr = an.get("threshold")
+                    self.thresholds.setdefault(task, []).append(math.nan if thr is None else thr)
                 self.alarms[task] = self.alarms.get(task, 0) + int(an["alarm"])
         elif kind == "alert":
             self.alerts += 1
@@ -187,6 +192,8 @@ def replay(
                 "events": sink.events.get(n, []),
                 "scores": sink.scores.get(n, []),
                 "alarms": sink.alarm_flags.get(n, []),
+                "times": sink.times.get(n, []),
+                "thresholds": sink.thresholds.get(n, []),
                 "confusion": t.model.evaluation.report()["confusion"],
             }
             for n, t in engine.tasks.items()
@@ -221,6 +228,8 @@ def _check_rates(cfg: Config, path: Path, t: np.ndarray, active: dict[str, Any])
         return
     for name in active:
         want = task_rate(cfg, cfg.tasks[name])
+        if want is None:  # the sensor takes its rate from the recording
+            continue
         if not math.isclose(rate, want, rel_tol=RATE_TOLERANCE):
             sensor = cfg.channel_owner()[cfg.tasks[name].channels[0]]
             raise ReplayError(

@@ -29,6 +29,7 @@ from pipelines.fastpath import FeatureVector
 from pipelines.windowing import DERIVED, Windower
 
 if TYPE_CHECKING:  # not at run time: importing numba here would precede set_jit_cache (edged.app)
+    from pipelines.anomaly import Verdict
     from pipelines.features import FeatureExtractor
     from pipelines.learners import TaskModel  # river: loaded by whoever builds the model
 
@@ -78,7 +79,7 @@ class Prediction:
     ts_start: float
     label: str | None
     scores: dict[str, float]
-    anomaly: tuple[float, bool] | None
+    anomaly: Verdict | None
     version: int
     n_learned: int
 
@@ -217,8 +218,11 @@ class TaskPipeline:
             self.windows += 1
             feats = self._features(win.data, win.t_end, latest)
             label, scores = model.predict(feats)  # predict (and score), then learn: test-then-train
-            anomaly = model.score(feats) if model.detector is not None else None
-            model.learn_unlabelled(feats, anomaly[0] if anomaly is not None else None)
+            anomaly = None
+            if model.detector is not None:
+                recent = win.data[: len(self.channels)]
+                anomaly = model.score(feats, recent, self.windower.hop)
+                model.learn_unlabelled(feats, anomaly, recent, self.windower.hop)
             ts_end = wall(win.t_end)
             rec = Record(win.t_end, wall(win.t_start), ts_end, feats.vec, label)
             out.append(

@@ -271,9 +271,9 @@ class TestLearners:
             x = {"a": float(rng.normal(i % 2)), "b": float(rng.normal())}
             before = pickle.dumps(m)
             pred, _ = m.predict(x)
-            s, _ = m.score(x)
+            v = m.score(x)
             assert i == 0 or pickle.dumps(m) == before
-            m.learn_unlabelled(x, s)
+            m.learn_unlabelled(x, v)
             m.learn(x, str(i % 2), pred)
         assert m.n_scored == 60 and m.n_learned == 60
 
@@ -284,13 +284,13 @@ class TestLearners:
         m = TaskModel(
             "t",
             GaussianNBParams(model="gaussian_nb"),
-            HalfSpaceTreesParams(model="half_space_trees", warmup=20, hold=3, quantile=0.9),
+            HalfSpaceTreesParams(model="half_space_trees", warmup=20, hold=3, tail=0.05),
         )
         rng = np.random.default_rng(1)
         alarms = 0
         for i in range(300):
             x = {"a": float(rng.normal(8 if i % 50 == 49 else 0)), "b": float(rng.normal())}
-            _, alarm = m.score(x)
+            alarm = m.score(x).alarm
             m.learn_unlabelled(x)
             alarms += alarm
         assert alarms == m.n_alarms > 0

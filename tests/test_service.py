@@ -66,7 +66,12 @@ class TestEndToEnd:
             ts = [p["ts"] for p in preds]
             assert ts == sorted(ts) and abs(ts[-1] - time.time()) < 60
         for p in _preds(recorder, "maintenance"):
-            assert set(p["anomaly"]) == {"score", "alarm"} and isinstance(p["anomaly"]["alarm"], bool)
+            assert (
+                {"score", "alarm", "threshold", "tail"}
+                <= set(p["anomaly"])
+                <= {"score", "alarm", "threshold", "tail", "novel"}
+            )
+            assert isinstance(p["anomaly"]["alarm"], bool)
         assert "anomaly" not in _preds(recorder, "activity")[0]
 
         summaries = recorder.topic("/summary")

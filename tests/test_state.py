@@ -23,7 +23,7 @@ def _model(n: int = 3) -> TaskModel:
     )
     for i in range(n):
         x = {"a": float(i % 2), "b": 1.0 - i % 2}
-        m.learn_unlabelled(x, m.score(x)[0])
+        m.learn_unlabelled(x, m.score(x))
         m.learn(x, "on" if i % 2 else "off", m.predict(x)[0])
     return m
 

@@ -34,9 +34,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for name, s in cfg.sensors.items():
         where = f" on bus {s.bus} at 0x{s.address:02x}" if isinstance(s, I2cSensorConfig) else ""
-        print(
-            f"  sensor {name}: {s.driver}{where} at {s.rate_hz:g} Hz -> {', '.join(cfg.sensor_channels()[name])}"
-        )
+        rate = f"{s.rate_hz:g} Hz" if s.rate_hz else "the recording's rate"
+        print(f"  sensor {name}: {s.driver}{where} at {rate} -> {', '.join(cfg.sensor_channels()[name])}")
     for name, t in cfg.tasks.items():
         extra = f" + anomaly {t.anomaly.model}" if t.anomaly else ""
         print(
@@ -66,10 +65,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if out is not None:
             out.close()
     if args.plot:
-        from edged.plots import PlotUnavailable, plot_replay
+        from edged.plots import PlotUnavailable, load_windows, plot_replay
 
         try:
-            plot_replay(trace or {}, rep, args.plot)
+            windows = load_windows(args.windows, [str(f) for f in args.files]) if args.windows else None
+            plot_replay(trace or {}, rep, args.plot, windows=windows)
         except PlotUnavailable as exc:
             print(f"edged: {exc}", file=sys.stderr)
             return 2
@@ -107,7 +107,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--predictions", metavar="OUT.jsonl", help="write every prediction payload as a JSON line")
     p.add_argument(
-        "--plot", metavar="FILE.png", help="draw learning curves, drift points and confusion matrices"
+        "--plot",
+        metavar="FILE.png",
+        help="draw learning curves, drift points and confusion matrices; for an unlabelled task the "
+        "anomaly score, the threshold in force and the alarms against time",
+    )
+    p.add_argument(
+        "--windows",
+        metavar="LABELS.json",
+        help="with --plot: shade these labelled anomaly windows (NAB's combined_windows.json format, or "
+        "../shared/data/nab/labels.json)",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)"

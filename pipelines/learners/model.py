@@ -14,8 +14,9 @@ import math
 from collections import Counter, deque
 from typing import Any
 
-from river import stats
+import numpy as np
 
+from pipelines.anomaly import DiscordDetector, Verdict, policy_for
 from pipelines.evaluation import Prequential
 from pipelines.fastpath import Features, as_dict, learn_one, predict_proba
 from pipelines.learners.explain import explain
@@ -56,8 +57,7 @@ class TaskModel:
         self.fingerprint = fingerprint  # identifies the feature layout the model was trained on
         self.classifier = build_classifier(classifier)
         self.detector = build_detector(detector) if detector is not None else None
-        self._threshold = stats.Quantile(detector.quantile) if detector is not None else None
-        self._hold_left = 0
+        self.policy = policy_for(detector) if detector is not None else None
         self.version = 1
         self.max_version = 1
         self.parent: int | None = None
@@ -121,49 +121,48 @@ class TaskModel:
         label = max(proba, key=proba.__getitem__)
         return str(label), {str(k): float(v) for k, v in proba.items()}
 
-    def score(self, x: Features) -> tuple[float, bool]:
-        """Anomaly score of ``x`` and whether it raises (or, within ``hold``, keeps) an alarm, as
-        if ``x`` were the next window; changes nothing (:meth:`learn_unlabelled` learns it)."""
-        s = self._raw_score(x)
-        above = self._above(s)
-        # learn_unlabelled sets the off-delay to `hold` on a window above the threshold, else
-        # counts it down by one: the alarm stays on while it is still positive afterwards
-        return s, above or self._hold_left > 1
-
-    def _raw_score(self, x: Features) -> float:
-        assert self.detector is not None
+    def score(self, x: Features, window: np.ndarray | None = None, hop: int = 1) -> Verdict:
+        """Anomaly verdict on a window, as if it were the next one: from its features ``x``
+        (half-space trees) or from its newest ``hop`` samples, averaged per channel, of
+        ``window`` (channels x samples: the discord detector). Changes nothing
+        (:meth:`learn_unlabelled` learns it)."""
+        assert self.detector is not None and self.policy is not None
+        if isinstance(self.detector, DiscordDetector):
+            s, novel = self.detector.score_one(self._newest(window, hop))
+            return self.policy.judge(s, novel)
         s = float(self.detector.score_one(as_dict(x)))
-        return s if math.isfinite(s) else 0.0
+        return self.policy.judge(s if math.isfinite(s) else 0.0)
 
-    def _ready(self) -> bool:
-        assert self.detector_params is not None
-        return self.n_scored >= self.detector_params.warmup
+    @staticmethod
+    def _newest(window: np.ndarray | None, hop: int) -> np.ndarray:
+        if window is None:
+            raise ValueError("the discord detector needs the window's samples")
+        return window[:, -hop:].mean(axis=1) if hop > 1 else window[:, -1]
 
-    def _above(self, s: float) -> bool:
-        """``s`` is above the running quantile of past scores (after the warm-up)."""
-        assert self._threshold is not None
-        thr = self._threshold.get()
-        return bool(self._ready() and thr is not None and s > thr)
-
-    def learn_unlabelled(self, x: Features, score: float | None = None) -> None:
-        """Learn one window on the anomaly side (a no-op without a detector): update the alarm
-        threshold, the off-delay and the alarm-rate drift watch, and learn ``x`` unless it is
-        above the threshold (so a developing fault does not become the new normal). ``score``
-        is :meth:`score`'s value for ``x`` on the current state (computed when not given)."""
-        if self.detector is None or self.detector_params is None or self._threshold is None:
+    def learn_unlabelled(
+        self,
+        x: Features,
+        verdict: Verdict | None = None,
+        window: np.ndarray | None = None,
+        hop: int = 1,
+    ) -> None:
+        """Learn one window on the anomaly side (a no-op without a detector): the alarm policy
+        (threshold, off-delay), the alarm-rate drift watch and the detector; half-space trees
+        skip a window above the threshold (so a developing fault does not become the new
+        normal). ``verdict`` is :meth:`score`'s for this window on the current state (computed
+        when not given)."""
+        if self.detector is None or self.policy is None:
             return
-        s = self._raw_score(x) if score is None else score
-        ready = self._ready()
-        above = self._above(s)
-        self._threshold.update(s)
+        v = self.score(x, window, hop) if verdict is None else verdict
+        ready = self.policy.n >= self.policy.warmup
+        above = v.above
+        self.policy.learn(v)
         self.n_scored += 1
-        if above:
-            self._hold_left = self.detector_params.hold
-        elif self._hold_left > 0:
-            self._hold_left -= 1
-        if above or self._hold_left > 0:
+        if v.alarm:
             self.n_alarms += 1
-        if not above:
+        if isinstance(self.detector, DiscordDetector):
+            self.detector.learn_one(self._newest(window, hop))
+        elif not above:
             self.detector.learn_one(as_dict(x))
         if self._score_drift is not None and ready:
             # The raw score of half-space trees moves whenever its reference window turns over,

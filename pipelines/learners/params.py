@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # river (and with it scipy.stats) is imported by the builders, not here: the config layer and the
 # read-only CLI import these params classes, and a process loads only the models its config names.
+from pipelines.anomaly import AlarmParams, DiscordDetector, DiscordParams
 
 
 class _Params(BaseModel):
@@ -105,28 +106,19 @@ ClassifierParams = Annotated[
 ]
 
 
-class HalfSpaceTreesParams(_Params):
-    """Half-space trees on min-max scaled features; an alarm is a score above the running
-    ``quantile`` of past scores, after ``warmup`` windows. Windows that raise an alarm are
-    not learned, so a developing fault does not become the new normal."""
+class HalfSpaceTreesParams(AlarmParams):
+    """Half-space trees on min-max scaled features, behind the forgetting alarm policy
+    (:class:`pipelines.anomaly.AlarmPolicy`). Windows that cross the threshold are not learned,
+    so a developing fault does not become the new normal."""
 
     model: Literal["half_space_trees"]
     n_trees: int = Field(25, ge=1, le=200, description="Trees in the ensemble.")
     height: int = Field(8, ge=2, le=16, description="Height of each tree.")
     window_size: int = Field(250, ge=10, description="Windows in the reference window.")
     seed: int = Field(1, description="Random seed.")
-    quantile: float = Field(
-        0.99, gt=0.5, lt=1, description="Alarm above this running quantile of past scores."
-    )
-    warmup: int = Field(500, ge=0, description="Windows scored before any alarm.")
-    # Off-delay (alarm management practice): an alarm stays on this many windows after the last
-    # window above the threshold, so one episode is one alarm, not a flicker of many.
-    hold: int = Field(
-        0, ge=0, description="Alarm off-delay: windows an alarm stays on after the last high score."
-    )
 
 
-AnomalyParams = Annotated[HalfSpaceTreesParams, Field(discriminator="model")]
+AnomalyParams = Annotated[HalfSpaceTreesParams | DiscordParams, Field(discriminator="model")]
 
 # river checks a tree's size every `memory_estimate_period` learned samples (default 1e6, which
 # windows never reach): check often enough that max_size_mb is a real bound.
@@ -222,6 +214,19 @@ def _half_space_trees(p: HalfSpaceTreesParams) -> Any:
     )
 
 
+def _discord(p: DiscordParams) -> DiscordDetector:
+    return DiscordDetector(
+        m=p.m,
+        history=p.history,
+        scale_span=p.scale_span,
+        novelty=p.novelty,
+        shift_span=p.shift_span,
+        shift_long=p.shift_long,
+        shift_z=p.shift_z,
+        novelty_lag=p.novelty_lag,
+    )
+
+
 CLASSIFIERS: dict[str, Allowed[Any]] = {
     "hoeffding_tree": Allowed(HoeffdingTreeParams, _hoeffding_tree),
     "hoeffding_adaptive_tree": Allowed(HoeffdingAdaptiveTreeParams, _hoeffding_adaptive_tree),
@@ -236,6 +241,7 @@ CLASSIFIERS: dict[str, Allowed[Any]] = {
 
 DETECTORS: dict[str, Allowed[Any]] = {
     "half_space_trees": Allowed(HalfSpaceTreesParams, _half_space_trees),
+    "discord": Allowed(DiscordParams, _discord),
 }
 """The allow-list of unsupervised anomaly detectors."""
 
@@ -253,7 +259,8 @@ def build_classifier(p: ClassifierParams) -> Any:
 
 
 def build_detector(p: AnomalyParams) -> Any:
-    """River anomaly detector for validated parameters ``p`` (one of :data:`DETECTORS`)."""
+    """Anomaly detector (river's, or edged's discord detector) for validated parameters ``p``
+    (one of :data:`DETECTORS`)."""
     return _build(DETECTORS, p, "anomaly detector")
 
 
