@@ -135,6 +135,8 @@ class TaskPipeline:
         self.vocab: list[str] = []
         self._codes: dict[str, int] = {}
         self.segment_eval: Prequential | None = None  # extra evaluation (e.g. per replayed file)
+        self.run_eval: Prequential | None = None  # evaluation of this run only (replay from a saved model)
+        self.learning = True  # False: labelled windows are scored, never learned (a frozen model)
         self.trace: list[bool] | None = None  # when a list: correctness of each learned window, in order
         self.windows = 0
 
@@ -232,13 +234,17 @@ class TaskPipeline:
 
     # -- labels -----------------------------------------------------------------------------------
     def _learn(self, rec: Record, label: str, feats: dict[str, float] | None = None) -> None:
-        self.model.learn(feats if feats is not None else self._as_dict(rec.x), label, rec.pred)
-        if self.segment_eval is not None:
-            self.segment_eval.update(label, rec.pred)
+        if self.learning:
+            self.model.learn(feats if feats is not None else self._as_dict(rec.x), label, rec.pred)
+            self.labels.counts["windows_learned"] += 1
+        else:
+            self.labels.counts["windows_scored_frozen"] += 1
+        for ev in (self.segment_eval, self.run_eval):
+            if ev is not None:
+                ev.update(label, rec.pred)
         if self.trace is not None:
             self.trace.append(label == rec.pred)
         rec.learned = True
-        self.labels.counts["windows_learned"] += 1
 
     def _apply_open_labels(self, rec: Record, feats: dict[str, float]) -> None:
         for ol in self.open_labels:
