@@ -363,3 +363,42 @@ def _gravity_aligned(
             mean, std = _mean_std(work[r])
             out[6 * part + 2 * r] = mean
             out[6 * part + 2 * r + 1] = std
+
+
+@njit(**JIT)
+def _dominance(lines: np.ndarray, families: int, tau_db: float, out: np.ndarray) -> None:  # pragma: no cover
+    """Which defect family dominates, and how strongly: a softmax of the fundamentals' ratios.
+
+    Only the fundamentals are used: higher harmonics of one family fall on another's (CWRU's
+    bearing: 3 x BPFO = 10.75 x shaft, 2 x BPFI = 10.83 x shaft), so they would give an
+    outer-race fault inner-race evidence and the other way round.
+
+    Parameters
+    ----------
+    lines : float64 (C, M, H)
+        line-to-background ratios (dB) from :func:`_family_lines`; NaN counts as 0 dB (no line).
+    families : int
+        the first ``families`` families compete (the defects; not FTF or the shaft).
+    tau_db : float
+        softmax temperature: a family ``tau_db`` dB above another holds ``e`` times its share.
+    out : float64 (C, families + 1)
+        written: each family's share ``exp(L_m / tau) / sum exp(L / tau)`` (they add up to 1),
+        then the strongest fundamental's ratio in dB.
+    """
+    for c in range(lines.shape[0]):
+        top = -math.inf
+        for m in range(families):
+            v = lines[c, m, 0]
+            v = v if v == v else 0.0
+            if v > top:
+                top = v
+        tot = 0.0
+        for m in range(families):
+            v = lines[c, m, 0]
+            v = v if v == v else 0.0
+            e = math.exp((v - top) / tau_db)
+            out[c, m] = e
+            tot += e
+        for m in range(families):
+            out[c, m] /= tot
+        out[c, families] = top

@@ -112,3 +112,11 @@ def gravity_aligned(acc: np.ndarray, lin: np.ndarray, gyro: np.ndarray | None) -
         for r in (np.linalg.norm(mag, axis=0), v, h):
             out += [r.mean(), r.std()]
     return np.array(out)
+
+
+def dominance(lines: np.ndarray, families: int, tau_db: float) -> np.ndarray:
+    """(C, families + 1): softmax shares of the fundamentals' ratios, then the largest ratio."""
+    fund = np.nan_to_num(lines[:, :families, 0], nan=0.0)
+    shares = np.exp(fund / tau_db)
+    shares /= shares.sum(axis=1, keepdims=True)
+    return np.concatenate([shares, fund.max(axis=1, keepdims=True)], axis=1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines.carryover import (
+    _dominance,
     _family_lines,
     _family_summary,
     _gravity_aligned,
@@ -102,6 +103,28 @@ class TestFamilies:
             shares.append(out[0, 10:13])
         for s in shares:
             assert int(np.argmax(s)) == 0, s
+
+
+class TestDominance:
+    def test_matches_reference(self) -> None:
+        """Softmax shares and the strongest fundamental, NaN lines as 0 dB: as numpy."""
+        rng = np.random.default_rng(11)
+        lines = rng.normal(5.0, 8.0, size=(2, 5, 3))
+        lines[1, 2, 0] = np.nan
+        out = np.empty((2, 4))
+        _dominance(lines, 3, 4.0, out)
+        np.testing.assert_allclose(out, naive.dominance(lines, 3, 4.0), rtol=RTOL)
+        np.testing.assert_allclose(out[:, :3].sum(axis=1), 1.0, rtol=1e-12)
+
+    def test_severity_invariant(self) -> None:
+        """A fault line 20 or 35 dB over its background: the same family holds nearly all the share."""
+        out = np.empty((2, 4))
+        lines = np.zeros((2, 3, 1))
+        lines[0, 1, 0] = 20.0
+        lines[1, 1, 0] = 35.0
+        _dominance(lines, 3, 4.0, out)
+        assert out[0, 1] > 0.98 and out[1, 1] > 0.99
+        assert out[0, 3] == 20.0
 
 
 class TestSpeedSearch:
