@@ -218,7 +218,8 @@ class TaskPipeline:
             feats = self._features(win.data, win.t_end, latest)
             label, scores = model.predict(feats)  # predict (and score), then learn: test-then-train
             anomaly = model.score(feats) if model.detector is not None else None
-            model.learn_unlabelled(feats, anomaly[0] if anomaly is not None else None)
+            if self.learning:
+                model.learn_unlabelled(feats, anomaly[0] if anomaly is not None else None)
             ts_end = wall(win.t_end)
             rec = Record(win.t_end, wall(win.t_start), ts_end, self._vec.copy(), label)
             out.append(

@@ -77,8 +77,7 @@ class TestReplayState:
         for block in read_recording(TRAIN):
             engine.ingest(block)
         for t in engine.tasks.values():  # the model as it was saved, now frozen
-            t.windower.reset()
-            t.pending.clear()
+            t.reset_stream()
             t.learning = False
         sink.out = io.StringIO()
         for block in read_recording(TEST):
