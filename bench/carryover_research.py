@@ -51,7 +51,7 @@ def features(x: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, float]:
     _impulsiveness(x, imp)
     _impulsiveness(xb, impb)
     rms = np.log10(np.sqrt(np.mean((x - x.mean(axis=1, keepdims=True)) ** 2, axis=1)))
-    return np.concatenate([summ, imp, impb, rms[:, None]], axis=1).ravel(), hz
+    return np.concatenate([summ, imp, impb, rms[:, None], lines.reshape(2, 15)], axis=1).ravel(), hz
 
 
 NAMES = [
@@ -67,12 +67,13 @@ NAMES = [
         "band_log_kurt",
         "band_log_crest",
         "log_rms",
+        *(f"line_{d}_{h}" for d in ("bpfo", "bpfi", "bsf", "ftf", "shaft") for h in (1, 2, 3)),
     )
 ]
 
 
 def load(key: str, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    fn = cache / f"carry_{key}.pkl"
+    fn = cache / f"carry2_{key}.pkl"
     if fn.exists():
         return pickle.loads(fn.read_bytes())
     rows = []
@@ -107,3 +108,55 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def evaluate() -> None:
+    """Frozen transfer per feature group and learner (printed as a table)."""
+    from river import linear_model, naive_bayes, preprocessing, tree
+
+    cache = Path("/tmp/carry_cache")
+    data = {k: load(k, cache) for k in STREAMS}
+    idx = {n: i for i, n in enumerate(NAMES)}
+
+    def cols(pred: object) -> list[int]:
+        return [i for n, i in idx.items() if pred(n)]  # type: ignore[operator]
+
+    groups = {
+        "lbr+share+imp": cols(lambda n: "rms" not in n and "ftf" not in n),
+        "lbr+share+imp+rms": cols(lambda n: "ftf" not in n),
+        "lbr+imp": cols(lambda n: "rms" not in n and "share" not in n and "ftf" not in n),
+        "share+imp": cols(lambda n: "share" in n or "kurt" in n or "crest" in n),
+        "lbrmax+share+imp": cols(
+            lambda n: ("max" in n and "ftf" not in n) or "share" in n or "kurt" in n or "crest" in n
+        ),
+        "de:lbr+share+imp": cols(lambda n: n.startswith("de") and "rms" not in n and "ftf" not in n),
+    }
+    learners = {
+        "gnb": lambda: naive_bayes.GaussianNB(),
+        "softmax": lambda: preprocessing.StandardScaler() | linear_model.SoftmaxRegression(),
+        "ht20": lambda: tree.HoeffdingTreeClassifier(grace_period=20),
+    }
+    for g, c in groups.items():
+        for ln, mk in learners.items():
+            m = mk()
+            x, y, _ = data["dev"]
+            ok = []
+            seen: set[str] = set()
+            after = []
+            for xi, yi in zip(x[:, c], y, strict=True):
+                d = {NAMES[j]: float(v) for j, v in zip(c, xi, strict=True) if v == v}
+                p = m.predict_one(d)
+                ok.append(p == yi)
+                if yi in seen:
+                    after.append(p == yi)
+                seen.add(yi)
+                m.learn_one(d, yi)
+            res = [f"dev {np.mean(ok):.3f}/{np.mean(after):.3f}"]
+            for k in ("s021", "l1", "l2", "l3"):
+                x2, y2, _ = data[k]
+                pr = [
+                    m.predict_one({NAMES[j]: float(v) for j, v in zip(c, xi, strict=True) if v == v})
+                    for xi in x2[:, c]
+                ]
+                res.append(f"{k} {np.mean(np.array(pr) == y2):.3f}")
+            print(f"{g:22s} {ln:8s}", " ".join(res), flush=True)

@@ -120,3 +120,22 @@ def dominance(lines: np.ndarray, families: int, tau_db: float) -> np.ndarray:
     shares = np.exp(fund / tau_db)
     shares /= shares.sum(axis=1, keepdims=True)
     return np.concatenate([shares, fund.max(axis=1, keepdims=True)], axis=1)
+
+
+def lines_features(
+    raw: np.ndarray, band: np.ndarray, rate_hz: float, nominal_hz: float, mults: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The ``lines`` feature set of one window, the way one would write it with numpy/scipy."""
+    from pipelines.featuresets import BG_FRAC, LINE_TOL, LINE_TOL_READ, PAD, SLIP_RANGE, SLIP_STEPS, TAU_DB
+    from tests.naive import envelope
+
+    n = raw.shape[1]
+    p = PAD * (1 << (n - 1).bit_length())
+    df = rate_hz / p
+    gap = 2 * rate_hz / n
+    _, pw = envelope(band, p)
+    hz = speed_search(pw, df, nominal_hz, mults, 3, LINE_TOL, gap, BG_FRAC, 2 * df, *SLIP_RANGE, SLIP_STEPS)
+    lines = family_lines(pw, df, hz, mults, 1, LINE_TOL_READ, gap, BG_FRAC, 2 * df)
+    dom = dominance(lines, 3, TAU_DB)
+    log_rms = np.log10(raw.std(axis=1))
+    return np.concatenate([dom, log_rms[:, None]], axis=1).ravel(), hz

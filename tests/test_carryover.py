@@ -221,3 +221,45 @@ class TestGravityAligned:
         _gravity_aligned(r @ acc, r @ lin, r @ gyro, np.empty((3, 100)), b)
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
         assert a[2] == pytest.approx(np.mean(2 * np.sin(np.arange(100) / 7)), abs=0.05)  # vertical = world z
+
+
+class TestFeatureSets:
+    def test_lines_matches_reference(self) -> None:
+        """The ``lines`` set on an outer-race impact train at 3 % slip: as numpy, and BPFO dominates."""
+        from scipy.signal import butter, sosfilt
+
+        from pipelines.dsp import defect_multiples
+        from pipelines.features import FeatureExtractor
+
+        rng = np.random.default_rng(12)
+        m = defect_multiples(9, 0.3126, 1.537)
+        raw = np.stack([_impacts(m["bpfo"] * 29.93 * 0.97, 2048, FS, rng) for _ in range(2)])
+        band = sosfilt(butter(4, [2000, 5000], btype="band", fs=FS, output="sos"), raw, axis=1)
+        fx = FeatureExtractor(("de", "fe"), FS, 2048, ("lines",), shaft_hz=29.93, defects=m)
+        got = fx.compute(np.concatenate([raw, band])).copy()
+        mults = np.array([m["bpfo"], m["bpfi"], 2 * m["bsf"]])
+        want, hz = naive.lines_features(raw, band, FS, 29.93, mults)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-12)
+        assert fx.feature_set("lines").speed_hz == pytest.approx(hz, rel=RTOL)  # type: ignore[attr-defined]
+        assert hz == pytest.approx(29.93 * 0.97, rel=0.01)
+        named = dict(zip(fx.names, got, strict=True))
+        assert named["de.dom_bpfo"] > 0.9 and named["de.line_max"] > 10.0
+
+    def test_gravity_matches_reference(self) -> None:
+        """The ``gravity`` set reads ax..az, lax..laz and gx..gz rows: as numpy."""
+        from pipelines.features import FeatureExtractor
+
+        acc, lin, gyro = TestGravityAligned()._window(np.random.default_rng(13))
+        fx = FeatureExtractor(
+            ("ax", "ay", "az", "gx", "gy", "gz"), 100.0, 100, ("gravity",), derived=("lax", "lay", "laz")
+        )
+        got = fx.compute(np.concatenate([acc, gyro, lin]))
+        np.testing.assert_allclose(got, naive.gravity_aligned(acc, lin, gyro), rtol=RTOL, atol=1e-12)
+        assert fx.names[0] == "grav.acc_mag_mean" and len(fx.names) == 12
+
+    def test_gravity_needs_the_fusion(self) -> None:
+        """Without the linear-acceleration rows the set says what to configure."""
+        from pipelines.features import FeatureExtractor
+
+        with pytest.raises(ValueError, match="fusion"):
+            FeatureExtractor(("ax", "ay", "az"), 100.0, 100, ("gravity",))
