@@ -391,13 +391,23 @@ SLIP_RANGE = (0.93, 1.02)
 """Shaft speed searched as these multiples of the configured speed: an induction motor runs up to
 ~5-7 % below synchronous speed at full load (CWRU 3 HP: 3.8 % below the 0 HP speed), a little above
 it never; the 2 % headroom covers a nominal speed read off a nameplate."""
-SLIP_STEPS = 46  # 0.2 % steps: finer than a 2048-sample window resolves at the 3rd BPFI harmonic
+SLIP_COARSE = 16  # first pass: 0.6 % steps over SLIP_RANGE
+SLIP_FINE = 7  # then 0.2 % steps within one coarse step of the best (as fine as 46 steps, half the work)
 LINE_TOL = 0.003  # line half width during the search (of its frequency; at least one padded bin)
 LINE_TOL_READ = 0.005  # and when reading the lines at the found speed
 BG_FRAC = 0.1  # background: 10 % of the fundamental beyond the main lobe (at least 2 padded bins)
 PAD = 4  # the envelope spectrum is zero-padded 4x, so a line's peak is found between native bins
 TAU_DB = 4.0  # dominance softmax temperature (pipelines.carryover._dominance)
 LINES = ("dom_bpfo", "dom_bpfi", "dom_bsf", "line_max", "log_rms")
+
+
+def slip_search_passes(coarse_best: float | None = None) -> tuple[float, float, int]:
+    """``(lo, hi, steps)`` of the coarse search pass, or of the fine pass around ``coarse_best``."""
+    lo, hi = SLIP_RANGE
+    if coarse_best is None:
+        return lo, hi, SLIP_COARSE
+    step = (hi - lo) / (SLIP_COARSE - 1)
+    return coarse_best - step, coarse_best + step, SLIP_FINE
 
 
 class Lines(FeatureSet):
@@ -432,9 +442,12 @@ class Lines(FeatureSet):
         p = PAD * f.p
         self.df = f.rate_hz / p
         self.gap_hz = 2.0 * f.rate_hz / f.window  # the Hann main lobe of the unpadded window
-        self._fft = Fft(f.window, p)
+        self._native = Fft(f.window, f.p)  # the envelope (Hilbert transform) at the window's own length
+        self._fft = Fft(f.window, p)  # the envelope's spectrum, zero-padded
         self._env = np.zeros((2, f.window))
+        self._envs = np.zeros((n_raw, f.window))
         self._mean = np.zeros(n_raw)
+        self._psd_native = np.zeros((2, f.n_bins))
         self._psd = np.zeros((n_raw, p // 2 + 1))
         self._scratch = np.zeros(p // 2 + 1)
         self._lines = np.zeros((n_raw, 3, 1))
@@ -444,27 +457,49 @@ class Lines(FeatureSet):
         self.names = tuple(f"{c}.{n}" for c in f.channels for n in LINES)
 
     def fill(self, f: Frame, out: np.ndarray) -> None:
-        t = self._fft
-        _envelope_spectrum(
-            f.band, t.win, t.swaps, t.tw_re, t.tw_im, t.scale, t.re, t.im, self._env, self._mean, self._psd
+        a, t = self._native, self._fft
+        for c0 in range(0, len(f.channels), 2):  # envelopes two rows at a time, then one padded spectrum
+            c1 = min(c0 + 2, len(f.channels))
+            _envelope_spectrum(
+                f.band[c0:c1],
+                a.win,
+                a.swaps,
+                a.tw_re,
+                a.tw_im,
+                a.scale,
+                a.re,
+                a.im,
+                self._env,
+                self._mean[c0:c1],
+                self._psd_native[: c1 - c0],
+            )
+            self._envs[c0:c1] = self._env[: c1 - c0]
+        _power_spectrum(
+            self._envs, self._mean, t.win, t.swaps, t.tw_re, t.tw_im, t.scale, t.re, t.im, self._psd
         )
         df, gap = self.df, self.gap_hz
-        self.speed_hz = _speed_search(
-            self._psd,
-            df,
-            self.nominal_hz,
-            self.mults,
-            3,
-            LINE_TOL,
-            gap,
-            BG_FRAC,
-            2 * df,
-            SLIP_RANGE[0],
-            SLIP_RANGE[1],
-            SLIP_STEPS,
-            self._scratch,
-            self._search,
-        )
+        scale: float | None = None
+        hz = self.nominal_hz
+        for _ in range(2):  # coarse, then fine around the coarse best
+            lo, hi, steps = slip_search_passes(scale)
+            hz = _speed_search(
+                self._psd,
+                df,
+                self.nominal_hz,
+                self.mults,
+                3,
+                LINE_TOL,
+                gap,
+                BG_FRAC,
+                2 * df,
+                lo,
+                hi,
+                steps,
+                self._scratch,
+                self._search,
+            )
+            scale = hz / self.nominal_hz
+        self.speed_hz = hz
         _family_lines(
             self._psd,
             df,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.signal
 
 
 def line_to_background(
@@ -126,15 +127,24 @@ def lines_features(
     raw: np.ndarray, band: np.ndarray, rate_hz: float, nominal_hz: float, mults: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """The ``lines`` feature set of one window, the way one would write it with numpy/scipy."""
-    from pipelines.featuresets import BG_FRAC, LINE_TOL, LINE_TOL_READ, PAD, SLIP_RANGE, SLIP_STEPS, TAU_DB
-    from tests.naive import envelope
+    from pipelines.featuresets import BG_FRAC, LINE_TOL, LINE_TOL_READ, PAD, TAU_DB, slip_search_passes
+    from tests.naive import hann
 
     n = raw.shape[1]
-    p = PAD * (1 << (n - 1).bit_length())
-    df = rate_hz / p
+    p = 1 << (n - 1).bit_length()
+    df = rate_hz / (PAD * p)
     gap = 2 * rate_hz / n
-    _, pw = envelope(band, p)
-    hz = speed_search(pw, df, nominal_hz, mults, 3, LINE_TOL, gap, BG_FRAC, 2 * df, *SLIP_RANGE, SLIP_STEPS)
+    env = np.abs(scipy.signal.hilbert(band, p, axis=-1))[:, :n]  # the envelope at the window's length
+    w = hann(n)
+    spec = np.abs(np.fft.rfft((env - env.mean(axis=1, keepdims=True)) * w, PAD * p, axis=-1)) ** 2
+    weight = np.full(spec.shape[-1], 2.0)
+    weight[0] = weight[-1] = 1.0
+    pw = weight * spec / (PAD * p * np.sum(w**2))  # its spectrum, zero-padded PAD x
+    scale = None
+    for _ in range(2):
+        lo, hi, steps = slip_search_passes(scale)
+        hz = speed_search(pw, df, nominal_hz, mults, 3, LINE_TOL, gap, BG_FRAC, 2 * df, lo, hi, steps)
+        scale = hz / nominal_hz
     lines = family_lines(pw, df, hz, mults, 1, LINE_TOL_READ, gap, BG_FRAC, 2 * df)
     dom = dominance(lines, 3, TAU_DB)
     log_rms = np.log10(raw.std(axis=1))
