@@ -200,14 +200,13 @@ def main() -> None:
         print(f"| {b['test']:.3f} | {b['cold']:.3f} | {b['cold_after_first']:.3f} |\n", flush=True)
     print("## Per recording: does a defect line stand out of the envelope spectrum?\n")
     print(
-        f"| file | recording | de (dB) | fe (dB) | dominant family (de) | envelope analysis (>= {LINE_DB:g} dB) |"
+        f"| file | recording | de (dB) | fe (dB) | dominant family | envelope analysis (a line: >= {LINE_DB:g} dB) |"
     )
     print("|---|---|---|---|---|---|")
     for d in diagnosable():
-        verdict = "lines visible" if d["lines"] else "no defect line: not diagnosable by envelope analysis"
-        print(
-            f"| {d['file']} | {d['label']} | {d['de']:.1f} | {d['fe']:.1f} | {d['de_family']} | {verdict} |"
-        )
+        best = "de" if d["de"] >= d["fe"] else "fe"
+        v = verdict(d["label"], d[best], d[f"{best}_family"])
+        print(f"| {d['file']} | {d['label']} | {d['de']:.1f} | {d['fe']:.1f} | {d[best + '_family']} | {v} |")
     with tempfile.TemporaryDirectory() as tmp:
         new = list(_config(CWRU, Path(tmp) / "s", "maintenance").tasks["maintenance"].features)
     old = us_per_window(["envelope"])
