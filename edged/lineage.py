@@ -11,9 +11,9 @@ rollback | export | import``) must agree on:
 * **One writer.** :class:`StateLock` is held by the running service for its lifetime; the
   offline commands that write a version take it too (:func:`offline_lock`) and refuse while the
   service runs.
-* **Versions only grow.** Restoring after an unclean stop, rolling back and importing each make
-  a *new* version (``recovery``, ``rollback``, ``import``) above every version kept, so every
-  published prediction names exactly one model state.
+* **Versions only grow.** Restoring after an unclean stop, rolling back, importing and saving a
+  replay each make a *new* version (``recovery``, ``rollback``, ``import``, ``replay``) above
+  every version kept, so every published prediction names exactly one model state.
 
 Checkpoint bytes, signatures and the store itself are :mod:`edged.state`.
 """
@@ -203,6 +203,25 @@ def restore_models(cfg: Config, store: ModelStore, unclean: bool) -> tuple[dict[
     return models, problems
 
 
+def replay_start(cfg: Config) -> dict[str, Any]:
+    """The models ``replay --from-state`` starts from: the newest verified checkpoint of every
+    task that matches the config (only read; no new version, nothing written). A task without one
+    is an error, not a silent fresh start."""
+    state_dir = Path(cfg.state.dir)
+    if not state_dir.is_dir():
+        raise StateError(f"no state directory at {state_dir}")
+    store = open_store(cfg)
+    models: dict[str, Any] = {}
+    for name, t in cfg.tasks.items():
+        _ckpt, model, problems = store.load_latest(name, task_fingerprint(cfg, name))
+        if model is None:
+            why = "; ".join(problems) or "no checkpoint"
+            raise StateError(f"task {name!r} has no model here to start from ({why})")
+        model.lifecycle = t.lifecycle  # policy follows the config, as when the service restores it
+        models[name] = model
+    return models
+
+
 @dataclass(frozen=True)
 class NewVersion:
     """Outcome of a rollback or an import: the model and the checkpoint written for it."""
@@ -227,6 +246,28 @@ def rollback(cfg: Config, task: str, version: int) -> NewVersion:
         model.max_version = max(model.max_version, store.max_version(task))
         model.new_version("rollback", to=version, replaced=newest)
         return NewVersion(task, model, save(store, task, model), replaced=newest)
+
+
+def save_replayed(
+    cfg: Config,
+    models: dict[str, Any],
+    files: list[str],
+    windows: dict[str, int],
+    from_state: bool,
+    learned: bool,
+) -> list[NewVersion]:
+    """Each task's model at the end of ``replay --save`` as a new version of kind ``replay``,
+    whose event names the replayed files. The caller holds :func:`offline_lock`."""
+    store = open_store(cfg, create_key=True)
+    out = []
+    for name, model in models.items():
+        model.max_version = max(model.max_version, store.max_version(name))
+        model.new_version(
+            "replay", files=files, windows=windows.get(name, 0), from_state=from_state, learned=learned
+        )
+        model.pop_events()  # nothing to alert: replay publishes nothing
+        out.append(NewVersion(name, model, save(store, name, model)))
+    return out
 
 
 def transfer_key(path: str) -> bytes:

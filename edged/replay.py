@@ -2,6 +2,21 @@
 
 Files run in order through the same models, like one long stream (windows do not span two
 files). Metrics are prequential: each labelled window is predicted before it is learned.
+
+Three switches turn replay into the factory end of "train on recordings, ship, refine on the
+gateway" (issue 10):
+
+* ``from_state``: start from the newest verified checkpoint of each task in the config's state
+  directory (read only; a task without one that matches the config's feature layout is an
+  error, not a silent fresh start);
+* ``learn=False``: predict only; labelled windows are still scored, so accuracy says how a frozen
+  model transfers, and ``n_learned`` does not move;
+* ``save``: write each task's model as it is at the end as a new version of kind ``replay``
+  whose lineage event names the files. It takes the state lock first, so it is refused while
+  the service runs on that state directory (as ``model rollback``).
+
+The report's metrics cover this replay only (``run_eval``), also when the model arrived with a
+history of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +32,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from drivers.replay import RecordingError, read_header, read_recording, text_size
-from edged.app import build_engine
+from edged.app import build_engine, build_tasks
 from edged.config import Config
-from edged.lineage import task_rate
+from edged.lineage import StateLock, offline_lock, replay_start, save_replayed, task_rate
 from edged.seq import SeqStore
+from edged.state import StateError, ensure_dir
 from pipelines.evaluation import Prequential
 
 RATE_TOLERANCE = 0.02
@@ -107,14 +123,24 @@ def replay(
     chunk_rows: int = 65536,
     progress: bool = False,
     trace: dict[str, Any] | None = None,
+    from_state: bool = False,
+    learn: bool = True,
+    save: bool = False,
 ) -> dict[str, Any]:
     """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``).
 
     ``progress`` shows a progress bar on stderr when it is a terminal. A ``trace`` dict is
     filled with what the plots need: per task the correctness of each learned window, model
-    events (drift, promotions), anomaly scores and alarms, and where each file starts."""
+    events (drift, promotions), anomaly scores and alarms, and where each file starts.
+    ``from_state``, ``learn`` and ``save``: see the module docstring; with ``save`` the report
+    has ``"saved": {task: {"version", "path"}}``."""
+    lock = _lock_state(cfg) if save else None  # refuse before spending minutes on the replay
+    models = _state_models(cfg) if from_state else None
     sink = _Collector(predictions)
-    engine = build_engine(cfg, sink, SeqStore(None), wall=lambda t: t)
+    engine = build_engine(cfg, sink, SeqStore(None), wall=lambda t: t, tasks=build_tasks(cfg, models))
+    for t in engine.tasks.values():
+        t.learning = learn
+        t.run_eval = Prequential(recent=t.model.evaluation.recent)
     if trace is not None:
         for t in engine.tasks.values():
             t.trace = []
@@ -182,6 +208,10 @@ def replay(
         file_reports.append({"path": str(p), "samples": samples, "tasks": tasks_rep})
     for t in engine.tasks.values():
         t.end_segment()
+    saved = None
+    if lock is not None:
+        with lock:
+            saved = _save_models(cfg, engine.tasks, files, from_state, learn)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
@@ -194,14 +224,15 @@ def replay(
                 "alarms": sink.alarm_flags.get(n, []),
                 "times": sink.times.get(n, []),
                 "thresholds": sink.thresholds.get(n, []),
-                "confusion": t.model.evaluation.report()["confusion"],
+                "confusion": (t.run_eval or t.model.evaluation).report()["confusion"],
             }
             for n, t in engine.tasks.items()
         }
     tasks = {}
     for n, t in engine.tasks.items():
-        rep = _metrics(t.model.evaluation, t.windows)
+        rep = _metrics(t.run_eval, t.windows)
         rep["n_learned"] = t.model.n_learned
+        rep["learning"] = learn
         rep["model"] = {
             "algorithm": t.model.algorithm,
             "version": t.model.version,
@@ -212,13 +243,46 @@ def replay(
         if t.model.detector is not None:
             rep["anomaly"] = _anomaly(sink.scores.get(n, []), sink.alarms.get(n, 0))
         tasks[n] = rep
-    return {
+    out = {
         "tasks": tasks,
         "samples": total_samples,
         "seconds": round(seconds, 4),
         "samples_per_s": round(total_samples / seconds, 1) if seconds > 0 else None,
         "files": file_reports,
         "counters": dict(sorted(engine.counters.items())),
+    }
+    if saved is not None:
+        out["saved"] = saved
+    return out
+
+
+def _lock_state(cfg: Config) -> StateLock:
+    """The state directory's lock, as the service holds it (``--save`` refuses while it runs)."""
+    ensure_dir(Path(cfg.state.dir))
+    return offline_lock(cfg)
+
+
+def _state_models(cfg: Config) -> dict[str, Any]:
+    try:
+        return replay_start(cfg)
+    except StateError as exc:
+        raise ReplayError(f"--from-state: {exc}") from None
+
+
+def _save_models(
+    cfg: Config, tasks: dict[str, Any], files: Sequence[str | Path], from_state: bool, learn: bool
+) -> dict[str, Any]:
+    saved = save_replayed(
+        cfg,
+        {n: t.model for n, t in tasks.items()},
+        [str(f) for f in files],
+        {n: t.windows for n, t in tasks.items()},
+        from_state=from_state,
+        learned=learn,
+    )
+    return {
+        v.task: {"version": v.model.version, "n_learned": v.model.n_learned, "path": str(v.path)}
+        for v in saved
     }
 
 
@@ -263,4 +327,8 @@ def format_report(rep: dict[str, Any]) -> str:
                 fr = f["tasks"][task]
                 if "skipped" not in fr:
                     lines.append(row("", Path(f["path"]).name, fr))
+    for task, sv in rep.get("saved", {}).items():
+        lines.append(
+            f"saved {task}: version {sv['version']} ({sv['n_learned']} windows learned) -> {sv['path']}"
+        )
     return "\n".join(lines)

@@ -26,7 +26,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FeatureSet = Literal["stats", "bands", "spectrum", "motion", "velocity", "shaft", "envelope"]
+FeatureSet = Literal[
+    "stats", "bands", "spectrum", "motion", "velocity", "shaft", "envelope", "lines", "gravity"
+]
 OrientationOutput = Literal["roll", "pitch", "yaw", "lax", "lay", "laz"]
 
 
@@ -173,13 +175,16 @@ def build_dsp(spec: DspSpec, rate_hz: float) -> Dsp:
                 "fusion output yaw needs a magnetometer (channels mx, my, mz); without one it drifts"
             )
     shaft = spec.shaft
-    if ("shaft" in features or "envelope" in features) and shaft is None:
-        raise ValueError("feature sets 'shaft' and 'envelope' need a [shaft] table (hz or range_hz)")
+    bearing_sets = [f for f in features if f in ("envelope", "lines")]
+    if ("shaft" in features or bearing_sets) and shaft is None:
+        raise ValueError("feature sets 'shaft', 'envelope' and 'lines' need a [shaft] table (hz or range_hz)")
     defects = None
     harmonics = 3
-    if "envelope" in features:
+    if bearing_sets:
         if spec.bearing is None:
-            raise ValueError("feature set 'envelope' needs a [bearing] table (geometry and envelope_band_hz)")
+            raise ValueError(
+                f"feature set '{bearing_sets[0]}' needs a [bearing] table (geometry and envelope_band_hz)"
+            )
         b = spec.bearing
         defects = defect_multiples(b.balls, b.ball_diameter, b.pitch_diameter, b.contact_angle_deg)
         harmonics = b.harmonics
@@ -205,7 +210,7 @@ def build_dsp(spec: DspSpec, rate_hz: float) -> Dsp:
     stages: list[Any] = []
     if spec.fusion is not None:
         stages.append(Orientation(rows, derived, rate_hz, spec.fusion.beta, spec.accel_unit, use_mag))
-    if "envelope" in features:
+    if bearing_sets:
         assert spec.bearing is not None
         first = n_raw + len(derived)
         stages.append(

@@ -29,6 +29,14 @@ channel add up to its variance. Feature sets (``features`` in a task's config):
 ``shaft``
     power at 1x, 2x and 3x the shaft speed per channel (plus ``shaft.hz`` when the speed is
     estimated from the spectrum).
+``lines``
+    per channel, which bearing defect family dominates the envelope spectrum (softmax shares of
+    the defect fundamentals' line-to-background ratios at a searched shaft speed), the
+    strongest ratio in dB and log10 RMS: features meant to carry over to other fault sizes,
+    loads and bearings (:class:`~pipelines.featuresets.Lines`).
+``gravity``
+    mean/std of the acceleration magnitude and of the gravity-aligned vertical and horizontal
+    linear acceleration (and rotation rate): orientation-invariant IMU motion.
 ``envelope``
     per channel, from the band-passed signal (a stateful filter upstream, see
     :mod:`pipelines.fusion`): the mean of the envelope (the Hilbert-transform magnitude,
@@ -36,7 +44,7 @@ channel add up to its variance. Feature sets (``features`` in a task's config):
     BPFO, BPFI, BSF and FTF (each summed over ``harmonics`` harmonics).
 
 The window rows a :class:`FeatureExtractor` reads are its ``channels``, then the ``derived``
-channels (e.g. orientation from :mod:`pipelines.fusion`), then, for ``envelope``, one
+channels (e.g. orientation from :mod:`pipelines.fusion`), then, for ``envelope`` or ``lines``, one
 band-passed copy of each channel.
 """
 
@@ -165,7 +173,8 @@ class FeatureExtractor:
         self.rate_hz = spec.rate_hz
         self.window = spec.window
         self.features = tuple(f for f in FEATURE_SETS if f in features)
-        self.rows = len(self.visible) + (len(self.channels) if "envelope" in self.features else 0)
+        band = "envelope" in self.features or "lines" in self.features  # band-passed copies
+        self.rows = len(self.visible) + (len(self.channels) if band else 0)
         self._frame = frame = Frame(spec, self.rows)
         self._speed: ShaftSpeed | None = None
         sets: list[FeatureSet] = []

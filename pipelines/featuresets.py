@@ -21,6 +21,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipelines.carryover import (
+    GRAVITY_ALIGNED,
+    GRAVITY_ALIGNED_GYRO,
+    _dominance,
+    _family_lines,
+    _gravity_aligned,
+    _speed_search,
+)
 from pipelines.kernels.envelope import _envelope_spectrum
 from pipelines.kernels.fft import fft_tables, hann
 from pipelines.kernels.spectral import (
@@ -379,7 +387,184 @@ class Envelope(FeatureSet):
             k += 1 + len(DEFECTS)
 
 
+SLIP_RANGE = (0.93, 1.02)
+"""Shaft speed searched as these multiples of the configured speed: an induction motor runs up to
+~5-7 % below synchronous speed at full load (CWRU 3 HP: 3.8 % below the 0 HP speed), a little above
+it never; the 2 % headroom covers a nominal speed read off a nameplate."""
+SLIP_COARSE = 16  # first pass: 0.6 % steps over SLIP_RANGE
+SLIP_FINE = 7  # then 0.2 % steps within one coarse step of the best (as fine as 46 steps, half the work)
+LINE_TOL = 0.003  # line half width during the search (of its frequency; at least one padded bin)
+LINE_TOL_READ = 0.005  # and when reading the lines at the found speed
+BG_FRAC = 0.1  # background: 10 % of the fundamental beyond the main lobe (at least 2 padded bins)
+PAD = 4  # the envelope spectrum is zero-padded 4x, so a line's peak is found between native bins
+TAU_DB = 4.0  # dominance softmax temperature (pipelines.carryover._dominance)
+LINES = ("dom_bpfo", "dom_bpfi", "dom_bsf", "line_max", "log_rms")
+
+
+def slip_search_passes(coarse_best: float | None = None) -> tuple[float, float, int]:
+    """``(lo, hi, steps)`` of the coarse search pass, or of the fine pass around ``coarse_best``."""
+    lo, hi = SLIP_RANGE
+    if coarse_best is None:
+        return lo, hi, SLIP_COARSE
+    step = (hi - lo) / (SLIP_COARSE - 1)
+    return coarse_best - step, coarse_best + step, SLIP_FINE
+
+
+class Lines(FeatureSet):
+    """``lines``: which bearing defect family dominates the envelope spectrum, and how clearly.
+
+    Per sensor channel, from the band-passed copy (as ``envelope``): the envelope spectrum
+    (zero-padded ``PAD`` x), the shaft speed searched over ``SLIP_RANGE`` x the configured one
+    (:func:`~pipelines.carryover._speed_search`), the line-to-background ratio of each defect
+    fundamental at that speed (BPFO, BPFI and the ball-fault line 2 x BSF), then
+    :data:`LINES`: each family's softmax share (``dom_*``, they add up to 1), the strongest
+    fundamental's ratio in dB (``line_max``) and log10 of the raw channel's RMS, mean removed
+    (``log_rms``).
+    Shares and ratios are level-free (they do not grow with fault severity or load); ``log_rms``
+    is the one level feature, kept because envelope analysis cannot tell a ball fault from a
+    healthy bearing on many recordings (Smith & Randall 2015) and the level can. The searched
+    speed is ``shaft.hz`` only in :attr:`speed_hz` (not a feature: a model must not learn the
+    load it was trained at)."""
+
+    key = "lines"
+
+    def __init__(self, f: Frame, spec: Spec, speed: ShaftSpeed | None = None) -> None:
+        defects = spec.defects
+        if not defects or not {"bpfo", "bpfi", "bsf"} <= set(defects):
+            raise ValueError("feature set 'lines' needs the bearing geometry (a [bearing] table)")
+        if spec.shaft_hz is None:
+            raise ValueError(
+                "feature set 'lines' needs the nominal shaft speed (shaft hz); it searches the slip itself"
+            )
+        self.nominal_hz = float(spec.shaft_hz)
+        self.mults = np.array([defects["bpfo"], defects["bpfi"], 2.0 * defects["bsf"]])
+        n_raw = len(f.channels)
+        p = PAD * f.p
+        self.df = f.rate_hz / p
+        self.gap_hz = 2.0 * f.rate_hz / f.window  # the Hann main lobe of the unpadded window
+        self._native = Fft(f.window, f.p)  # the envelope (Hilbert transform) at the window's own length
+        self._fft = Fft(f.window, p)  # the envelope's spectrum, zero-padded
+        self._env = np.zeros((2, f.window))
+        self._envs = np.zeros((n_raw, f.window))
+        self._mean = np.zeros(n_raw)
+        self._psd_native = np.zeros((2, f.n_bins))
+        self._psd = np.zeros((n_raw, p // 2 + 1))
+        self._scratch = np.zeros(p // 2 + 1)
+        self._lines = np.zeros((n_raw, 3, 1))
+        self._search = np.zeros((n_raw, 3, 3))
+        self._dom = np.zeros((n_raw, 4))
+        self.speed_hz = math.nan
+        self.names = tuple(f"{c}.{n}" for c in f.channels for n in LINES)
+
+    def fill(self, f: Frame, out: np.ndarray) -> None:
+        a, t = self._native, self._fft
+        for c0 in range(0, len(f.channels), 2):  # envelopes two rows at a time, then one padded spectrum
+            c1 = min(c0 + 2, len(f.channels))
+            _envelope_spectrum(
+                f.band[c0:c1],
+                a.win,
+                a.swaps,
+                a.tw_re,
+                a.tw_im,
+                a.scale,
+                a.re,
+                a.im,
+                self._env,
+                self._mean[c0:c1],
+                self._psd_native[: c1 - c0],
+            )
+            self._envs[c0:c1] = self._env[: c1 - c0]
+        _power_spectrum(
+            self._envs, self._mean, t.win, t.swaps, t.tw_re, t.tw_im, t.scale, t.re, t.im, self._psd
+        )
+        df, gap = self.df, self.gap_hz
+        scale: float | None = None
+        hz = self.nominal_hz
+        for _ in range(2):  # coarse, then fine around the coarse best
+            lo, hi, steps = slip_search_passes(scale)
+            hz = _speed_search(
+                self._psd,
+                df,
+                self.nominal_hz,
+                self.mults,
+                3,
+                LINE_TOL,
+                gap,
+                BG_FRAC,
+                2 * df,
+                lo,
+                hi,
+                steps,
+                self._scratch,
+                self._search,
+            )
+            scale = hz / self.nominal_hz
+        self.speed_hz = hz
+        _family_lines(
+            self._psd,
+            df,
+            self.speed_hz,
+            self.mults,
+            1,
+            LINE_TOL_READ,
+            gap,
+            BG_FRAC,
+            2 * df,
+            self._scratch,
+            self._lines,
+        )
+        _dominance(self._lines, 3, TAU_DB, self._dom)
+        k = 0
+        for c in range(len(f.channels)):
+            out[k : k + 4] = self._dom[c]
+            out[k + 4] = math.log10(max(f.stats[c, 1], 1e-300))  # the AC RMS: std
+            k += len(LINES)
+
+
+class Gravity(FeatureSet):
+    """``gravity``: motion features that do not depend on how the device is held or mounted.
+
+    Needs the fusion's linear acceleration (``lax lay laz``, see :mod:`pipelines.fusion`): the
+    gravity it removed, ``acc - lin``, gives the up direction at every sample, so the linear
+    acceleration splits into a vertical part and a horizontal magnitude
+    (:func:`~pipelines.carryover._gravity_aligned`); likewise the rotation rate when ``gx gy gz``
+    are there. Outputs ``grav.<name>`` for :data:`~pipelines.carryover.GRAVITY_ALIGNED` (and
+    ``..._GYRO``): mean and std of the acceleration magnitude, the vertical and the horizontal
+    part. Per-axis features change when a phone turns in a pocket; these do not."""
+
+    key = "gravity"
+
+    def __init__(self, f: Frame, spec: Spec, speed: ShaftSpeed | None = None) -> None:
+        index = {c: i for i, c in enumerate(f.visible)}
+        need = ("ax", "ay", "az", "lax", "lay", "laz")
+        missing = [c for c in need if c not in index]
+        if missing:
+            raise ValueError(
+                "feature set 'gravity' needs ax, ay, az and the fusion's linear acceleration "
+                f"(a [fusion] table with outputs lax, lay, laz); missing {', '.join(missing)}"
+            )
+        self._acc = [index[c] for c in ("ax", "ay", "az")]
+        self._lin = [index[c] for c in ("lax", "lay", "laz")]
+        has_gyro = all(c in index for c in ("gx", "gy", "gz"))
+        self._gyro = [index[c] for c in ("gx", "gy", "gz")] if has_gyro else []
+        self._a = np.zeros((3, f.window))
+        self._l = np.zeros((3, f.window))
+        self._g = np.zeros((3 if has_gyro else 0, f.window))
+        self._work = np.zeros((3, f.window))
+        names = GRAVITY_ALIGNED + (GRAVITY_ALIGNED_GYRO if has_gyro else ())
+        self._out = np.zeros(len(names))
+        self.names = tuple(f"grav.{n}" for n in names)
+
+    def fill(self, f: Frame, out: np.ndarray) -> None:
+        self._a[:] = f.vis[self._acc]
+        self._l[:] = f.vis[self._lin]
+        if self._gyro:
+            self._g[:] = f.vis[self._gyro]
+        _gravity_aligned(self._a, self._l, self._g, self._work, self._out)
+        out[:] = self._out
+
+
 FEATURE_SETS: dict[str, type[FeatureSet]] = {
-    cls.key: cls for cls in (Stats, Bands, Spectrum, Motion, Velocity, Shaft, Envelope)
+    cls.key: cls for cls in (Stats, Bands, Spectrum, Motion, Velocity, Shaft, Envelope, Lines, Gravity)
 }
 """Every feature set a task may name, in output order (the order is part of the feature layout)."""

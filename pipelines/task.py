@@ -137,6 +137,8 @@ class TaskPipeline:
         self.vocab: list[str] = []
         self._codes: dict[str, int] = {}
         self.segment_eval: Prequential | None = None  # extra evaluation (e.g. per replayed file)
+        self.run_eval: Prequential | None = None  # evaluation of this run only (replay from a saved model)
+        self.learning = True  # False: labelled windows are scored, never learned (a frozen model)
         self.trace: list[bool] | None = None  # when a list: correctness of each learned window, in order
         self.windows = 0
 
@@ -222,7 +224,8 @@ class TaskPipeline:
             if model.detector is not None:
                 recent = win.data[: len(self.channels)]
                 anomaly = model.score(feats, recent, self.windower.hop)
-                model.learn_unlabelled(feats, anomaly, recent, self.windower.hop)
+                if self.learning:
+                    model.learn_unlabelled(feats, anomaly, recent, self.windower.hop)
             ts_end = wall(win.t_end)
             rec = Record(win.t_end, wall(win.t_start), ts_end, feats.vec, label)
             out.append(
@@ -238,14 +241,18 @@ class TaskPipeline:
 
     # -- labels -----------------------------------------------------------------------------------
     def _learn(self, rec: Record, label: str, feats: FeatureVector | None = None) -> None:
-        x = feats if feats is not None else FeatureVector(rec.x, self.names, self._as_dict)
-        self.model.learn(x, label, rec.pred)
-        if self.segment_eval is not None:
-            self.segment_eval.update(label, rec.pred)
+        if self.learning:
+            x = feats if feats is not None else FeatureVector(rec.x, self.names, self._as_dict)
+            self.model.learn(x, label, rec.pred)
+            self.labels.counts["windows_learned"] += 1
+        else:
+            self.labels.counts["windows_scored_frozen"] += 1
+        for ev in (self.segment_eval, self.run_eval):
+            if ev is not None:
+                ev.update(label, rec.pred)
         if self.trace is not None:
             self.trace.append(label == rec.pred)
         rec.learned = True
-        self.labels.counts["windows_learned"] += 1
 
     def _apply_open_labels(self, rec: Record, feats: FeatureVector) -> None:
         for ol in self.open_labels:

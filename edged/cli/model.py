@@ -132,7 +132,7 @@ def cmd_model_history(args: argparse.Namespace) -> int:
                     e
                     for e in reversed(events)
                     if e.get("version") == h["version"]
-                    and e.get("kind") in ("promotion", "rollback", "import", "reset", "recovery")
+                    and e.get("kind") in ("promotion", "rollback", "import", "reset", "recovery", "replay")
                 ),
                 None,
             )

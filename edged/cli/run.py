@@ -60,7 +60,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = open(args.predictions, "w", encoding="utf-8") if args.predictions else None  # noqa: SIM115
     trace: dict[str, Any] | None = {} if args.plot else None
     try:
-        rep = replay(cfg, args.files, out, progress=not args.no_progress, trace=trace)
+        rep = replay(
+            cfg,
+            args.files,
+            out,
+            progress=not args.no_progress,
+            trace=trace,
+            from_state=args.from_state,
+            learn=not args.no_learn,
+            save=args.save,
+        )
     finally:
         if out is not None:
             out.close()
@@ -120,6 +129,19 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)"
+    )
+    p.add_argument(
+        "--from-state",
+        action="store_true",
+        help="start from the current models in the state directory (read only) instead of fresh ones",
+    )
+    p.add_argument(
+        "--no-learn", action="store_true", help="predict only: labelled windows are scored, never learned"
+    )
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="save the models at the end as new versions of kind 'replay' (refused while the service runs)",
     )
     p.set_defaults(func=cmd_replay)
 
