@@ -82,7 +82,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, dsp=False)  # reads the status file only: no numba
-    from edged.ops import format_status, read_status, status_path
+    from edged.ops import format_status, read_status, status_code, status_path
 
     snap, verdict = read_status(status_path(cfg))
     if args.json:
@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edged: {verdict}", file=sys.stderr)
     else:
         print(format_status(snap, verdict))
-    return 0 if verdict == "running" and snap is not None and snap.get("healthy") else 1
+    return status_code(snap, verdict)
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -1,0 +1,200 @@
+"""Health computed, not remembered (issue 12): per sensor and task verdicts, the retained status
+that follows them, and ``edged status`` exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.health import HealthModel
+from tests.conftest import REPO, Broker, Recorder, sim_config
+from tests.schemas import validate
+
+SIM_IMU = '[sensors.imu]\ndriver = "sim_imu"\nrate_hz = 500\n'
+BUS1_IMU = (
+    '[sensors.imu]\ndriver = "mpu6050"\nbus = 1\naddress = 0x68\nrate_hz = 500\n'
+    'channels = ["ax", "ay", "az", "gx", "gy", "gz"]\n'
+)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def edged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edged", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+@dataclass
+class FakeSensor:
+    name: str = "imu"
+    health: str = "ok"
+    reason: str = ""
+    poll_s: float = 0.1
+    last_block: float | None = None
+    dead: bool = False
+
+    def died(self) -> bool:
+        return self.dead
+
+
+class TestHealthModel:
+    def _model(self, sensor: FakeSensor, state: list[int]) -> HealthModel:
+        return HealthModel(
+            [sensor], {"t": lambda: (state[0], state[1])}, {"t": 2.0}, no_data_s=10, stall_s=60, now=0.0
+        )
+
+    def test_sensor_verdicts_follow_what_is_observed_now(self) -> None:
+        """A sensor is ok while blocks arrive, no_data when reads succeed but nothing arrives, its own
+        degraded/lost with the reason while reads fail, lost when its thread ended; and ok again."""
+        s, st = FakeSensor(last_block=0.0), [0, 0]
+        h = self._model(s, st)
+        assert h.evaluate(5.0).sensors["imu"].state == "ok"
+        assert h.evaluate(11.0).sensors["imu"].state == "no_data"
+        s.health, s.reason = "lost", "BusError: bus 1: No such file or directory"
+        v = h.evaluate(12.0).sensors["imu"]
+        assert (v.state, v.reason) == ("lost", s.reason)
+        s.health, s.reason, s.last_block = "ok", "", 12.5
+        assert h.evaluate(13.0).sensors["imu"].state == "ok"
+        s.dead = True
+        r = h.evaluate(13.5)
+        assert r.sensors["imu"].state == "lost" and not r.healthy
+        assert r.problems()[0] == "sensor imu lost: its polling thread ended"
+
+    def test_task_no_data_and_learning_stalled(self) -> None:
+        """A task without windows for no_data_s plus a window is no_data; labels that keep arriving
+        while nothing is learned for stall_s make it learning_stalled; learning clears it."""
+        s, st = FakeSensor(last_block=0.0), [0, 0]
+        h = self._model(s, st)
+        assert h.evaluate(11.0).tasks["t"].state == "ok"  # within one window + no_data_s
+        assert h.evaluate(12.5).tasks["t"].state == "no_data"
+        st[0] = 5  # windows complete again
+        s.last_block = 13.0
+        assert h.evaluate(13.0).tasks["t"].state == "ok"
+        for k in range(10):
+            h.label_arrived("t", 14.0 + k)
+            st[0] += 1
+            assert h.evaluate(14.0 + k).tasks["t"].state == "ok"
+        st[0] += 1
+        s.last_block = 80.0
+        v = h.evaluate(80.0).tasks["t"]
+        assert v.state == "learning_stalled" and "10 labels" in v.reason, v
+        st[1] = 3  # it learns
+        assert h.evaluate(81.0).tasks["t"].state == "ok"
+
+
+class TestStatusExitCodes:
+    def test_exit_codes_follow_the_lsb_convention(self) -> None:
+        """0 running and healthy, 1 running but unhealthy or stuck, 3 stopped, gone or no status."""
+        from edged.ops import format_status, status_code
+
+        ok = {"state": "running", "healthy": True, "problems": [], "device": "d"}
+        bad = {**ok, "healthy": False, "problems": ["sensor imu lost: thread ended"]}
+        stopped = {"state": "stopped", "healthy": None, "problems": [], "device": "d"}
+        assert status_code(ok, "running") == 0
+        assert status_code(bad, "running") == 1
+        assert status_code(ok, "status is 40 s old: the main loop may be stuck") == 1
+        assert status_code(stopped, "service stopped") == 3
+        assert status_code(None, "no status file") == 3
+        assert "sensor imu lost: thread ended" in format_status(bad, "running")
+        assert "UNHEALTHY" not in format_status(stopped, "service stopped")
+
+
+@pytest.mark.broker
+class TestServiceHealth:
+    def test_clean_stop_reads_stopped_not_unhealthy(
+        self, tmp_path: Path, broker: Broker, recorder: Recorder, service_factory: Any
+    ) -> None:
+        """After SIGTERM, `edged status` says the service stopped, exit 3, and blames no sensor thread."""
+        cfg = sim_config(tmp_path, broker.port, ops="status_interval_s = 0.5")
+        svc = service_factory(cfg)
+        svc.start()
+        status = tmp_path / "state" / "status.json"
+        wait_until(
+            lambda: status.exists() and json.loads(status.read_text()).get("healthy") is True,
+            90,
+            "a healthy status file",
+        )
+        res = edged("status", "-c", str(cfg))
+        assert res.returncode == 0 and "healthy" in res.stdout.splitlines()[0], res.stdout
+        assert svc.stop(timeout=30) == 0
+        res = edged("status", "-c", str(cfg))
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "stopped" in res.stdout.splitlines()[0]
+        assert "UNHEALTHY" not in res.stdout and "died" not in res.stdout, res.stdout
+        offline = wait_until(
+            lambda: [p for p in recorder.topic("/status") if p["state"] == "offline"], 10, "status offline"
+        )
+        validate(offline[-1])
+
+    def test_missing_bus_makes_the_imu_lost_everywhere(
+        self, tmp_path: Path, broker: Broker, recorder: Recorder, service_factory: Any
+    ) -> None:
+        """With bus = 1 and no /dev/i2c-1 the IMU goes lost: the retained status is republished as it
+        changes (degraded, then lost, tasks without data), and `edged status` exits 1 saying why."""
+        cfg = sim_config(tmp_path, broker.port, ops="status_interval_s = 0.5\nno_data_s = 3")
+        cfg.write_text(cfg.read_text().replace(SIM_IMU, BUS1_IMU))
+        dev = tmp_path / "dev"
+        dev.mkdir()
+        svc = service_factory(cfg)
+        svc.env["EDGED_I2C_DEV_DIR"] = str(dev)
+        svc.start()
+
+        def lost() -> list[Any]:
+            return [p for p in recorder.topic("/status") if p.get("sensors", {}).get("imu") == "lost"]
+
+        last = wait_until(lost, 120, "a retained status with the imu lost")[-1]
+        for p in recorder.topic("/status"):
+            validate(p)
+        states = [p["sensors"]["imu"] for p in recorder.topic("/status") if p["state"] == "online"]
+        assert "degraded" in states and states.index("degraded") < states.index("lost"), states
+        assert last["healthy"] is False and any("sensor imu lost" in x for x in last["problems"]), last
+        # a new subscriber gets the current verdict, retained
+        late = Recorder(broker.port)
+        try:
+            wait_until(
+                lambda: [
+                    p for t, p, r in late.messages if t.endswith("/status") and r and p["healthy"] is False
+                ],
+                10,
+                "the retained unhealthy status",
+            )
+        finally:
+            late.close()
+        wait_until(
+            lambda: [
+                p
+                for p in recorder.topic("/status")
+                if p.get("tasks", {}).get("activity", {}).get("health") == "no_data"
+            ],
+            60,
+            "task activity no_data in the status",
+        )
+        res = edged("status", "-c", str(cfg))
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "UNHEALTHY" in res.stdout and "sensor imu lost" in res.stdout, res.stdout
+        assert "task activity no_data" in res.stdout, res.stdout
+        assert svc.stop(timeout=30) == 0
