@@ -267,7 +267,7 @@ def build_daemon(cfg: Config) -> Daemon:
     health = HealthModel(
         list(sensors),
         {n: _task_state(seq, n, t) for n, t in tasks.items()},
-        {n: t.windower.window / task_rate(cfg, cfg.tasks[n]) for n, t in tasks.items()},
+        {n: t.windower.window / (task_rate(cfg, cfg.tasks[n]) or NOMINAL_RATE_HZ) for n, t in tasks.items()},
         no_data_s=cfg.ops.no_data_s,
         stall_s=cfg.ops.learning_stall_s,
     )

@@ -1,9 +1,11 @@
 """Health computed, not remembered (issue 12): per sensor and task verdicts, the retained status
-that follows them, and ``edged status`` exit codes."""
+that follows them, ``edged status`` exit codes, and the bus probes of ``check`` and ``sensors scan``."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import time
@@ -198,3 +200,52 @@ class TestServiceHealth:
         assert "UNHEALTHY" in res.stdout and "sensor imu lost" in res.stdout, res.stdout
         assert "task activity no_data" in res.stdout, res.stdout
         assert svc.stop(timeout=30) == 0
+
+
+class TestBusProbes:
+    def _cfg(self, tmp_path: Path) -> Path:
+        cfg = sim_config(tmp_path, 1883)
+        cfg.write_text(cfg.read_text().replace(SIM_IMU, BUS1_IMU))
+        return cfg
+
+    def test_check_names_the_key_and_how_to_enable_i2c(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`edged check` with bus = 1 and no /dev/i2c-1: exit 2, the key, and how to enable I2C."""
+        from edged.cli import main
+
+        monkeypatch.setenv("EDGED_I2C_DEV_DIR", str(tmp_path))
+        cfg = self._cfg(tmp_path)
+        assert main(["check", "-c", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert "sensors.imu.bus" in err and "i2c-1 does not exist" in err
+        assert "dtparam=i2c_arm=on" in err and "raspi-config" in err
+        (tmp_path / "i2c-1").write_bytes(b"")  # the device exists (and opens)
+        assert main(["check", "-c", str(cfg)]) == 0
+
+    def test_check_says_to_join_the_i2c_group_on_permission_denied(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`edged check` when /dev/i2c-1 is not ours to open: exit 2 and the `i2c` group fix."""
+        from edged.cli import main
+
+        monkeypatch.setenv("EDGED_I2C_DEV_DIR", str(tmp_path))
+        (tmp_path / "i2c-1").write_bytes(b"")
+        real_open = os.open
+
+        def denied(path: Any, flags: int, *a: Any) -> int:
+            if str(path).endswith("i2c-1"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, flags, *a)
+
+        monkeypatch.setattr(os, "open", denied)  # we run as root here: chmod would not deny
+        assert main(["check", "-c", str(self._cfg(tmp_path))]) == 2
+        err = capsys.readouterr().err
+        assert "sensors.imu.bus" in err and "permission denied" in err and "`i2c` group" in err
+
+    def test_scan_of_a_missing_bus_gives_the_fix(self, tmp_path: Path) -> None:
+        """`sensors scan --bus 1` without /dev/i2c-1 says how to enable I2C, not only ENOENT."""
+        env = dict(os.environ, EDGED_I2C_DEV_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+        res = edged("sensors", "scan", "--bus", "1", "-c", str(sim_config(tmp_path, 1883)), env=env)
+        assert res.returncode == 1
+        assert "i2c-1 does not exist" in res.stderr and "dtparam=i2c_arm=on" in res.stderr, res.stderr

@@ -36,7 +36,12 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
         try:
             found = scan(bus, drivers.CHIPS, bus_name=b)
         except OSError as exc:
-            print(f"edged: bus {b}: {exc.strerror or exc}", file=sys.stderr)
+            if b == "sim":
+                print(f"edged: bus {b}: {exc.strerror or exc}", file=sys.stderr)
+            else:
+                from drivers.i2c.bus import explain
+
+                print(f"edged: bus {b}: {explain(int(b), exc.errno, exc.strerror)}", file=sys.stderr)
             return 1
         finally:
             bus.close()
