@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import REPO, Broker, Recorder, free_port, sim_config
 from tests.schemas import validate
+from tests.test_security import FACTORY_PASSWORD, GW_PASSWORD, SecureBroker, secure_broker  # noqa: F401 - the fixture, requested by name
 
 
 def edged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,3 +165,28 @@ class TestLabelCommand:
             assert not events, events
         finally:
             listener.close()
+
+
+@pytest.mark.broker
+class TestLabelOverTls:
+    def test_tls_and_password_as_the_service_and_the_acl_refusal(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """Over TLS with a password file, an account that may write label topics gets its label
+        acknowledged; the gateway's own account, which the shipped ACL lets only read them, is told
+        that the broker refused it (exit 1), never a silent success."""
+        sb: SecureBroker = request.getfixturevalue("secure_broker")
+        tls = f'\n[mqtt.tls]\nca_file = "{sb.pki.ca}"\n'
+        for user, password, code in (("factory", FACTORY_PASSWORD, 0), ("test-gw", GW_PASSWORD, 1)):
+            pw = tmp_path / f"{user}.pw"
+            pw.write_text(password + "\n")
+            pw.chmod(0o600)
+            mqtt = f'host = "localhost"\nport = {sb.tls_port}\nusername = "{user}"\npassword_file = "{pw}"\n{tls}'
+            d = tmp_path / user
+            d.mkdir()
+            res = edged("label", "activity", "idle", "-c", str(sim_config(d, sb.tls_port, mqtt=mqtt)))
+            assert res.returncode == code, (user, res.stdout, res.stderr)
+            if code == 0:
+                assert "acknowledged" in res.stdout
+            else:
+                assert "refused the label" in res.stderr and "authori" in res.stderr.lower(), res.stderr
