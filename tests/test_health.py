@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from edged.health import HealthModel
-from tests.conftest import REPO, Broker, Recorder, sim_config
+from tests.conftest import REPO, Broker, Recorder, sim_config, wait_for
 from tests.schemas import validate
 
 SIM_IMU = '[sensors.imu]\ndriver = "sim_imu"\nrate_hz = 500\n'
@@ -25,17 +23,6 @@ BUS1_IMU = (
     '[sensors.imu]\ndriver = "mpu6050"\nbus = 1\naddress = 0x68\nrate_hz = 500\n'
     'channels = ["ax", "ay", "az", "gx", "gy", "gz"]\n'
 )
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def edged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -135,7 +122,7 @@ class TestServiceHealth:
         svc = service_factory(cfg)
         svc.start()
         status = tmp_path / "state" / "status.json"
-        wait_until(
+        wait_for(
             lambda: status.exists() and json.loads(status.read_text()).get("healthy") is True,
             90,
             "a healthy status file",
@@ -147,7 +134,7 @@ class TestServiceHealth:
         assert res.returncode == 3, res.stdout + res.stderr
         assert "stopped" in res.stdout.splitlines()[0]
         assert "UNHEALTHY" not in res.stdout and "died" not in res.stdout, res.stdout
-        offline = wait_until(
+        offline = wait_for(
             lambda: [p for p in recorder.topic("/status") if p["state"] == "offline"], 10, "status offline"
         )
         validate(offline[-1])
@@ -168,7 +155,7 @@ class TestServiceHealth:
         def lost() -> list[Any]:
             return [p for p in recorder.topic("/status") if p.get("sensors", {}).get("imu") == "lost"]
 
-        last = wait_until(lost, 120, "a retained status with the imu lost")[-1]
+        last = wait_for(lost, 120, "a retained status with the imu lost")[-1]
         for p in recorder.topic("/status"):
             validate(p)
         states = [p["sensors"]["imu"] for p in recorder.topic("/status") if p["state"] == "online"]
@@ -177,7 +164,7 @@ class TestServiceHealth:
         # a new subscriber gets the current verdict, retained
         late = Recorder(broker.port)
         try:
-            wait_until(
+            wait_for(
                 lambda: [
                     p for t, p, r in late.messages if t.endswith("/status") and r and p["healthy"] is False
                 ],
@@ -186,7 +173,7 @@ class TestServiceHealth:
             )
         finally:
             late.close()
-        wait_until(
+        wait_for(
             lambda: [
                 p
                 for p in recorder.topic("/status")
