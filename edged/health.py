@@ -6,7 +6,7 @@ from facts the loop can check at that moment:
 * a **sensor** is ``ok``; ``degraded`` (reads fail, or the driver reports a data-quality fault);
   ``lost`` (10 failed reads in a row, or its polling thread ended while the service runs); or
   ``no_data`` (its reads succeed but no samples arrived for ``ops.no_data_s``, or for ten poll
-  periods if that is longer);
+  periods or three sample periods if that is longer);
 * a **task** is ``ok``; ``no_data`` (no window completed for ``ops.no_data_s`` plus one window's
   length: the sensors that feed it deliver nothing); or ``learning_stalled`` (labels arrive, yet
   the model learned nothing for ``ops.learning_stall_s``: classes that match nothing, labels
@@ -88,7 +88,8 @@ class HealthModel:
     """Evaluates :class:`Report` from sensor runners, models and label arrivals.
 
     ``tasks`` maps a task name to a callable giving its ``(next seq, n_learned)`` now;
-    ``window_s`` is the length of one of its windows in seconds."""
+    ``window_s`` is the length of one of its windows in seconds; ``sample_gap_s`` the nominal time
+    between two samples of a sensor (a sensor read once a minute is not silent after 30 s)."""
 
     def __init__(
         self,
@@ -98,12 +99,14 @@ class HealthModel:
         no_data_s: float = 30.0,
         stall_s: float = 600.0,
         now: float | None = None,
+        sample_gap_s: Mapping[str, float] | None = None,
     ) -> None:
         t0 = time.monotonic() if now is None else now
         self.started = t0
         self.sensors = sensors
         self.task_state = tasks
         self.window_s = dict(window_s)
+        self.sample_gap_s = dict(sample_gap_s or {})  # a slow sensor's nominal gap between samples
         self.no_data_s = no_data_s
         self.stall_s = stall_s
         self._tracks = {n: _TaskTrack(*f(), since=t0, learned_at=t0) for n, f in tasks.items()}
@@ -132,7 +135,7 @@ class HealthModel:
         if s.health != "ok":
             return Verdict(s.health, s.reason)
         quiet = now - (s.last_block if s.last_block is not None else self.started)
-        limit = max(self.no_data_s, 10 * s.poll_s)
+        limit = max(self.no_data_s, 10 * s.poll_s, 3 * self.sample_gap_s.get(s.name, 0.0))
         if quiet > limit:
             what = "since the last block" if s.last_block is not None else "since start"
             return Verdict("no_data", f"reads succeed but no samples for {quiet:.0f} s {what}")

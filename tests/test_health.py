@@ -73,6 +73,13 @@ class TestHealthModel:
         assert r.sensors["imu"].state == "lost" and not r.healthy
         assert r.problems()[0] == "sensor imu lost: its polling thread ended"
 
+    def test_a_slow_sensor_is_not_silent_between_its_samples(self) -> None:
+        """A sensor sampled once a minute is ok 40 s after its last sample; no_data after three periods."""
+        s = FakeSensor(name="soil", last_block=0.0, poll_s=1.0)
+        h = HealthModel([s], {}, {}, no_data_s=10, now=0.0, sample_gap_s={"soil": 60.0})
+        assert h.evaluate(40.0).sensors["soil"].state == "ok"
+        assert h.evaluate(181.0).sensors["soil"].state == "no_data"
+
     def test_task_no_data_and_learning_stalled(self) -> None:
         """A task without windows for no_data_s plus a window is no_data; labels that keep arriving
         while nothing is learned for stall_s make it learning_stalled; learning clears it."""
