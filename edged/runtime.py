@@ -390,6 +390,8 @@ class Daemon:
     def shutdown(self) -> int:
         sdnotify.notify("STOPPING=1")
         log.info("service_stopping")
+        if self.health is not None:  # the verdict at stop for the offline status, judged while running
+            self.status.health = self.health.evaluate(time.monotonic())
         for s in self.sensors:
             s.stop()
         while True:
