@@ -270,7 +270,7 @@ def build_daemon(cfg: Config) -> Daemon:
         {n: t.windower.window / (task_rate(cfg, cfg.tasks[n]) or NOMINAL_RATE_HZ) for n, t in tasks.items()},
         no_data_s=cfg.ops.no_data_s,
         stall_s=cfg.ops.learning_stall_s,
-        sample_gap_s={n: 1.0 / s.rate_hz for n, s in cfg.sensors.items()},
+        sample_gap_s={n: 1.0 / s.rate_hz for n, s in cfg.sensors.items() if s.rate_hz},
     )
 
     return Daemon(
