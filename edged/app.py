@@ -25,6 +25,7 @@ from drivers.simulator import MachineWorld, SimLabeler
 from edged import security
 from edged.config import AnySensorConfig, Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
+from edged.health import HealthModel
 from edged.lineage import NOMINAL_RATE_HZ, StateLock, fingerprint, restore_models, task_rate
 from edged.mqtt import LabelInbox, Publisher
 from edged.ops import Ops, status_path
@@ -263,6 +264,14 @@ def build_daemon(cfg: Config) -> Daemon:
         poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / (s.rate_hz or NOMINAL_RATE_HZ)))
         sensors.append(SensorRunner(name, drv, poll, blocks, status.on_sensor_health))
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
+    health = HealthModel(
+        list(sensors),
+        {n: _task_state(seq, n, t) for n, t in tasks.items()},
+        {n: t.windower.window / (task_rate(cfg, cfg.tasks[n]) or NOMINAL_RATE_HZ) for n, t in tasks.items()},
+        no_data_s=cfg.ops.no_data_s,
+        stall_s=cfg.ops.learning_stall_s,
+        sample_gap_s={n: 1.0 / s.rate_hz for n, s in cfg.sensors.items() if s.rate_hz},
+    )
 
     return Daemon(
         engine,
@@ -273,10 +282,20 @@ def build_daemon(cfg: Config) -> Daemon:
         blocks,
         store,
         seq,
-        Timers(summary_s=cfg.summary.interval_s, checkpoint_s=cfg.state.checkpoint_interval_s),
+        Timers(
+            summary_s=cfg.summary.interval_s,
+            checkpoint_s=cfg.state.checkpoint_interval_s,
+            republish_s=cfg.ops.status_republish_s,
+        ),
         labeler=labeler,
         running_marker=marker,
         summary_policy=policy,
         ops=build_ops(cfg, state_dir),
         lock=lock,
+        health=health,
     )
+
+
+def _task_state(seq: SeqStore, name: str, task: TaskPipeline) -> Callable[[], tuple[int, int]]:
+    """(next seq, n_learned) of a task now: whether windows complete and whether it learns."""
+    return lambda: (seq.peek(name), task.model.n_learned)

@@ -149,6 +149,24 @@ class OpsConfig(StrictModel):
         "(the systemd unit uses `/run/edged/status.json`).",
     )
     status_interval_s: float = Field(5.0, gt=0, description="How often the status file is written.")
+    status_republish_s: float = Field(
+        120.0,
+        gt=0,
+        description="The retained `<prefix>/status` is republished when a sensor's or task's health "
+        "changes, and at least this often.",
+    )
+    no_data_s: float = Field(
+        30.0,
+        gt=0,
+        description="A sensor that delivers no samples (or a task that completes no window, plus one "
+        "window's length) for this long is `no_data`: unhealthy.",
+    )
+    learning_stall_s: float = Field(
+        600.0,
+        gt=0,
+        description="A task whose labels keep arriving while its model learns nothing for this long "
+        "is `learning_stalled`: unhealthy.",
+    )
     min_free_mb: float = Field(
         32.0,
         ge=0,

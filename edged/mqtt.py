@@ -188,6 +188,14 @@ class Publisher:
         self.spool.close()
         return left
 
+    def publish_status(self) -> bool:
+        """Republish the retained ``status`` online now (health changed); False while not connected
+        (``on_connect`` publishes the then-current status anyway)."""
+        if not self.connected:
+            return False
+        info = self.client.publish(self.topic("status"), encode(self.status("online")), qos=1, retain=True)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     # -- sink ---------------------------------------------------------------------------------------
     def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
         """Spool a payload for ``<prefix>/<topic>`` (local disk only, never the network)."""

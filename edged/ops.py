@@ -103,8 +103,17 @@ class Ops:
 
     # -- the status view ----------------------------------------------------------------------------------
     def snapshot(self, daemon: Any, state: str) -> dict[str, Any]:
-        ok, why = self.healthy(daemon)
+        """The status view. While running, ``healthy`` is the watchdog's verdict and every sensor's
+        and task's computed health (edged/health.py); once stopped, nothing is judged: threads
+        that ended because the service stopped are not a fault."""
         engine = daemon.engine
+        report = daemon.status.health
+        running = state == "running"
+        if running:
+            ok, why = self.healthy(daemon)
+            problems = ([] if ok else [why]) + report.problems()
+        else:
+            problems = []
         return {
             "schema": "edged.localstatus.v1",
             "state": state,
@@ -112,16 +121,21 @@ class Ops:
             "ts": round(time.time(), 3),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "interval_s": self.interval_s,
-            "healthy": ok,
-            "health_reason": why,
+            "healthy": (not problems) if running else None,
+            "problems": problems,
             "device": engine.device_id,
             "mqtt": {**daemon.publisher.stats(), "last_error": daemon.publisher.last_error},
             "sensors": {
-                s.name: {"health": s.health, "failures": s.failures, "dropped_blocks": s.dropped_blocks}
+                s.name: {
+                    **_verdict(report.sensors.get(s.name), running),
+                    "failures": s.failures,
+                    "dropped_blocks": s.dropped_blocks,
+                }
                 for s in daemon.sensors
             },
             "tasks": {
                 n: {
+                    **_verdict(report.tasks.get(n), running),
                     "model_version": t.model.version,
                     "n_learned": t.model.n_learned,
                     "next_seq": daemon.seq.peek(n),
@@ -168,6 +182,15 @@ class Ops:
                 tmp.unlink()
 
 
+def _verdict(v: Any, running: bool) -> dict[str, str]:
+    """``{"health": state[, "reason": why]}`` of one sensor or task (``stopped`` after a stop)."""
+    if not running:
+        return {"health": "stopped"}
+    if v is None:
+        return {"health": "ok"}
+    return {"health": v.state, **({"reason": v.reason} if v.reason else {})}
+
+
 def status_path(cfg: Config) -> Path:
     """Where the status file lives (the service writes it, ``edged status`` reads it)."""
     return Path(cfg.ops.status_file) if cfg.ops.status_file else Path(cfg.state.dir) / "status.json"
@@ -198,12 +221,30 @@ def read_status(path: Path) -> tuple[dict[str, Any] | None, str]:
     return snap, "running"
 
 
+def status_code(snap: dict[str, Any] | None, verdict: str) -> int:
+    """LSB exit code of ``edged status``: 0 running and healthy, 1 running but unhealthy (a stuck
+    main loop included), 3 not running (stopped, gone, or no status file)."""
+    if snap is None:
+        return 3
+    if verdict == "running":
+        return 0 if snap.get("healthy") is True else 1
+    if verdict.startswith("status is"):  # the process lives but its loop stopped writing
+        return 1
+    return 3
+
+
 def format_status(snap: dict[str, Any], verdict: str) -> str:
     """Human-readable ``edged status``."""
     m = snap.get("mqtt", {})
-    lines = [
-        f"edged {snap.get('device')}: {verdict}"
-        + ("" if snap.get("healthy", True) else f" (UNHEALTHY: {snap.get('health_reason')})"),
+    code = status_code(snap, verdict)
+    head = f"edged {snap.get('device')}: {verdict}"
+    if code == 0:
+        head += ", healthy"
+    elif verdict == "running":
+        head += ", UNHEALTHY"
+    lines = [head]
+    lines += [f"  ! {p}" for p in snap.get("problems", []) if code == 1]
+    lines += [
         f"  uptime {snap.get('uptime_s')} s, pid {snap.get('pid')}",
         f"  mqtt: {'connected' if m.get('connected') else 'NOT connected'}"
         + (f", refused: {m['refused']}" if m.get("refused") else "")
@@ -215,12 +256,16 @@ def format_status(snap: dict[str, Any], verdict: str) -> str:
     ]
     for name, s in snap.get("sensors", {}).items():
         lines.append(
-            f"  sensor {name}: {s.get('health')} (failures {s.get('failures')}, "
-            f"dropped blocks {s.get('dropped_blocks')})"
+            f"  sensor {name}: {s.get('health')}"
+            + (f" ({s['reason']})" if s.get("reason") else "")
+            + f", failures {s.get('failures')}, "
+            f"dropped blocks {s.get('dropped_blocks')}"
         )
     for name, t in snap.get("tasks", {}).items():
         lines.append(
-            f"  task {name}: model v{t.get('model_version')}, learned {t.get('n_learned')}, "
+            f"  task {name}: {t.get('health', '?')}"
+            + (f" ({t['reason']})" if t.get("reason") else "")
+            + f", model v{t.get('model_version')}, learned {t.get('n_learned')}, "
             f"next seq {t.get('next_seq')}"
         )
     loop, disk = snap.get("loop", {}), snap.get("disk", {})

@@ -20,6 +20,7 @@ import structlog
 from drivers.base import Block, Driver, DriverError
 from edged import __version__, lineage, sdnotify
 from edged.engine import Engine
+from edged.health import HealthModel, Report, Verdict
 from edged.lineage import StateLock
 from edged.mqtt import LabelInbox, Publisher
 from edged.seq import SeqStore
@@ -59,6 +60,8 @@ class SensorRunner:
         self.out = out
         self.on_health = on_health
         self.health = "ok"
+        self.reason = ""
+        self.last_block: float | None = None  # monotonic time of the last block handed on
         self.failures = 0
         self.dropped_blocks = 0
         self._stop = threading.Event()
@@ -82,6 +85,7 @@ class SensorRunner:
     def _set_health(self, health: str, reason: str) -> None:
         if health != self.health:
             self.health = health
+            self.reason = "" if health == "ok" else reason
             self.on_health(self.name, health, reason)
 
     def _run(self) -> None:
@@ -112,6 +116,7 @@ class SensorRunner:
                 if block is not None and len(block):
                     try:
                         self.out.put_nowait(block)
+                        self.last_block = time.monotonic()
                     except queue.Full:
                         self.dropped_blocks += 1
             next_t += delay  # after the read: a recovered sensor is polled at its rate at once
@@ -135,6 +140,7 @@ class ServiceStatus:
         self.tasks = tasks
         self.sensors = dict.fromkeys(sensors, "ok")  # name -> health, written by the sensor threads
         self.started = time.time()
+        self.health = Report({n: Verdict("ok") for n in self.sensors}, {n: Verdict("ok") for n in tasks})
         self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
 
     def last_will(self) -> dict[str, Any]:
@@ -147,7 +153,8 @@ class ServiceStatus:
         }
 
     def payload(self, state: str) -> dict[str, Any]:
-        """Payload of ``<prefix>/status``."""
+        """Payload of ``<prefix>/status``: the health the main loop computed last (edged/health.py)."""
+        h = self.health
         return {
             "schema": "edged.status.v1",
             "state": state,
@@ -155,11 +162,17 @@ class ServiceStatus:
             "device": self.device_id,
             "ts": round(time.time(), 3),
             "since": round(self.started, 3),
+            "healthy": h.healthy,
+            "problems": h.problems(),
             "tasks": {
-                n: {"model_version": t.model.version, "n_learned": t.model.n_learned}
+                n: {
+                    "model_version": t.model.version,
+                    "n_learned": t.model.n_learned,
+                    "health": h.tasks[n].state if n in h.tasks else "ok",
+                }
                 for n, t in self.tasks.items()
             },
-            "sensors": dict(self.sensors),
+            "sensors": {n: v.state for n, v in h.sensors.items()},
         }
 
     def on_sensor_health(self, name: str, health: str, reason: str) -> None:
@@ -186,6 +199,10 @@ class Timers:
     next_checkpoint: float = 0.0
     watchdog_s: float | None = None
     next_watchdog: float = 0.0
+    health_s: float = 1.0  # health is evaluated this often
+    next_health: float = 0.0
+    republish_s: float = 120.0  # the retained status is republished at least this often
+    next_republish: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -208,6 +225,7 @@ class Daemon:
         summary_policy: Any | None = None,
         ops: Any | None = None,
         lock: StateLock | None = None,
+        health: HealthModel | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
@@ -223,6 +241,9 @@ class Daemon:
         self.summary_policy = summary_policy  # edged.sanitize.SummaryPolicy
         self.ops = ops  # edged.ops.Ops: status file, disk watch, health for the watchdog
         self.lock = lock  # held for the daemon's lifetime: one service per state directory
+        self.health = health  # edged.health.HealthModel: drives the status message and file
+        self._published_health: tuple[tuple[str, str], ...] | None = None
+        self._health_key: tuple[tuple[str, str], ...] | None = None
         self._stop = threading.Event()
         self._summary_clock = (
             time.monotonic(),
@@ -280,6 +301,9 @@ class Daemon:
         if now >= t.next_checkpoint:
             t.next_checkpoint = now + t.checkpoint_s
             self.checkpoint()
+        if self.health is not None and now >= t.next_health:
+            t.next_health = now + t.health_s
+            self.refresh_health(now)
         if self.ops is not None:
             self.ops.tick(self, started, timeout)
         if t.watchdog_s and now >= t.next_watchdog:
@@ -290,12 +314,31 @@ class Daemon:
             else:
                 log.error("unhealthy_no_watchdog_ping", reason=why)
 
+    def refresh_health(self, now: float) -> None:
+        """Evaluate health; republish the retained status when a verdict changed, and at least
+        every ``republish_s`` (a subscriber that missed one still converges)."""
+        assert self.health is not None
+        report = self.health.evaluate(now)
+        self.status.health = report
+        key = report.key()
+        if key != self._health_key:
+            self._health_key = key
+            (log.info if report.healthy else log.warning)(
+                "health", healthy=report.healthy, problems=report.problems()
+            )
+        due = key != self._published_health or now >= self.timers.next_republish
+        if due and self.publisher.publish_status():
+            self._published_health = key
+            self.timers.next_republish = now + self.timers.republish_s
+
     def _drain_inbox(self, now: float) -> None:
         for event in self.publisher.take_events():  # spool: disk unwritable / recovered
             self.engine.alert("state", **event)
         for name, health, reason in self.status.sensor_events():
             self.engine.alert("sensor", sensor=name, health=health, reason=reason)
         for task, payload, origin in self.inbox.drain():
+            if self.health is not None:
+                self.health.label_arrived(task, now)
             self.engine.on_label(task, payload, now, origin)
         if self.inbox.overflow:
             self.engine.counters["labels.rejected"] += self.inbox.overflow
@@ -347,6 +390,8 @@ class Daemon:
     def shutdown(self) -> int:
         sdnotify.notify("STOPPING=1")
         log.info("service_stopping")
+        if self.health is not None:  # the verdict at stop for the offline status, judged while running
+            self.status.health = self.health.evaluate(time.monotonic())
         for s in self.sensors:
             s.stop()
         while True:

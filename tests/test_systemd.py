@@ -182,7 +182,7 @@ class TestServiceLifecycle:
             lambda m: any(t.endswith("/status") and p["state"] == "offline" for t, p, _ in m)
         )
         code, st = _status(cfg)
-        assert code == 1 and st["verdict"] == "service stopped"
+        assert code == 3 and st["verdict"] == "service stopped"
 
     def test_sigterm_without_a_broker_exits_0_in_time_and_keeps_the_spool(
         self, tmp_path: Path, service_factory: Any

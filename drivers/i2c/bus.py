@@ -5,6 +5,9 @@
   EAGAIN); anything still failing becomes a :class:`BusError` naming bus, address and register.
 * :class:`LinuxBus` opens ``/dev/i2c-N`` through smbus2 on first use, and again after it could
   not be, so a bus missing at boot only makes its sensors unhealthy.
+* :func:`bus_problem` says what is wrong with ``/dev/i2c-N`` and how to fix it (for ``edged
+  check`` and ``edged sensors scan``). The device directory is ``$EDGED_I2C_DEV_DIR`` (default
+  ``/dev``), so tests can point it at a temporary directory.
 """
 
 from __future__ import annotations
@@ -179,6 +182,42 @@ class Device:
         return bytes(self._call(what, go))
 
 
+def device_path(number: int) -> str:
+    """The character device of I2C bus ``number``: ``/dev/i2c-N`` (or under ``$EDGED_I2C_DEV_DIR``)."""
+    return os.path.join(os.environ.get("EDGED_I2C_DEV_DIR", "/dev"), f"i2c-{number}")
+
+
+ENABLE_HINT = (
+    "enable I2C: on a Raspberry Pi `sudo raspi-config nonint do_i2c 0` "
+    "(or `dtparam=i2c_arm=on` in /boot/firmware/config.txt) and reboot; "
+    "elsewhere load the i2c-dev module (`sudo modprobe i2c-dev`)"
+)
+GROUP_HINT = (
+    "add the user that runs edged to the `i2c` group (`sudo usermod -aG i2c USER`, then log in "
+    "again; the systemd unit has SupplementaryGroups=i2c)"
+)
+
+
+def explain(number: int, err: int | None, strerror: str | None = None) -> str:
+    """What an error opening ``/dev/i2c-N`` means for the operator, with the fix."""
+    path = device_path(number)
+    if err == errno.ENOENT:
+        return f"{path} does not exist: I2C bus {number} is not enabled; {ENABLE_HINT}"
+    if err in (errno.EACCES, errno.EPERM):
+        return f"{path}: permission denied; {GROUP_HINT}"
+    return f"{path}: {strerror or (os.strerror(err) if err else 'cannot open')}"
+
+
+def bus_problem(number: int) -> str | None:
+    """Why ``/dev/i2c-N`` cannot be opened read-write, with the fix; None when it can."""
+    try:
+        fd = os.open(device_path(number), os.O_RDWR)
+    except OSError as exc:
+        return explain(number, exc.errno, exc.strerror)
+    os.close(fd)
+    return None
+
+
 class LinuxBus:
     """``/dev/i2c-N`` through smbus2, opened on first use and again after it could not be.
 
@@ -194,7 +233,8 @@ class LinuxBus:
         if self._bus is None:
             import smbus2
 
-            self._bus = smbus2.SMBus(self.number)  # raises OSError (ENOENT, EACCES): the sensor is unhealthy
+            # raises OSError (ENOENT, EACCES): the sensor is unhealthy
+            self._bus = smbus2.SMBus(device_path(self.number))
         return self._bus
 
     def read_byte(self, i2c_addr: int, force: bool | None = None) -> int:

@@ -1,11 +1,11 @@
-"""Command line: ``edged run | check | status | replay | model ... | sensors scan``.
+"""Command line: ``edged run | check | status | replay | model ... | sensors scan|read | label``.
 
 Exit codes: 0 success, 1 failure at run time (state, files, broker refused), 2 invalid config
 or usage. Every subcommand takes ``-c/--config`` (default ``./config.toml``, then
 ``/etc/edged/config.toml``).
 
 One module per command group: :mod:`edged.cli.run` (run, check, replay, status),
-:mod:`edged.cli.model` and :mod:`edged.cli.sensors`; each adds its own parsers.
+:mod:`edged.cli.model`, :mod:`edged.cli.sensors` and :mod:`edged.cli.label`; each adds its own parsers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from edged import __version__
-from edged.cli import model, run, sensors
+from edged.cli import label, model, run, sensors
 from edged.cli._common import load_config
 
 __all__ = ["build_parser", "load_config", "main"]
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parsers(sub, common)
     model.add_parsers(sub, common)
     sensors.add_parsers(sub, common)
+    label.add_parsers(sub, common)
     return parser
 
 

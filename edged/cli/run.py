@@ -10,10 +10,29 @@ from typing import Any
 from edged.cli._common import load_config, setup_logging
 
 
+def bus_problems(cfg: Any) -> list[str]:
+    """Each configured I2C bus that cannot be opened, named by its key, with the fix."""
+    from drivers.i2c import I2cSensorConfig
+    from drivers.i2c.bus import bus_problem
+
+    out = []
+    for name, s in cfg.sensors.items():
+        if isinstance(s, I2cSensorConfig) and s.bus != "sim":
+            problem = bus_problem(int(s.bus))
+            if problem:
+                out.append(f"sensors.{name}.bus = {s.bus}: {problem}")
+    return out
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from edged.config import find_config
 
     cfg = load_config(args.config)
+    problems = bus_problems(cfg)
+    if problems:
+        from edged.config import ConfigError
+
+        raise ConfigError(str(find_config(args.config)), problems)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
     from drivers.i2c import I2cSensorConfig
@@ -91,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, dsp=False)  # reads the status file only: no numba
-    from edged.ops import format_status, read_status, status_path
+    from edged.ops import format_status, read_status, status_code, status_path
 
     snap, verdict = read_status(status_path(cfg))
     if args.json:
@@ -100,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edged: {verdict}", file=sys.stderr)
     else:
         print(format_status(snap, verdict))
-    return 0 if verdict == "running" and snap is not None and snap.get("healthy") else 1
+    return status_code(snap, verdict)
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

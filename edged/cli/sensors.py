@@ -1,4 +1,4 @@
-"""The sensor commands: ``edged sensors scan``."""
+"""The sensor commands: ``edged sensors scan`` and ``edged sensors read``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,12 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
         try:
             found = scan(bus, drivers.CHIPS, bus_name=b)
         except OSError as exc:
-            print(f"edged: bus {b}: {exc.strerror or exc}", file=sys.stderr)
+            if b == "sim":
+                print(f"edged: bus {b}: {exc.strerror or exc}", file=sys.stderr)
+            else:
+                from drivers.i2c.bus import explain
+
+                print(f"edged: bus {b}: {explain(int(b), exc.errno, exc.strerror)}", file=sys.stderr)
             return 1
         finally:
             bus.close()
@@ -81,6 +86,107 @@ def cmd_sensors_scan(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+#: units of the contract's channel names (DESIGN: drivers), for ``sensors read``
+UNITS = {
+    **dict.fromkeys(("ax", "ay", "az"), "m/s²"),
+    **dict.fromkeys(("gx", "gy", "gz"), "rad/s"),
+    **dict.fromkeys(("mx", "my", "mz"), "µT"),
+    "temperature": "°C",
+    "pressure": "Pa",
+    "humidity": "%RH",
+}
+
+
+def _bus_hint(s: Any, exc: Exception) -> str:
+    """The fix for a chip whose ``/dev/i2c-N`` is missing or not ours, else nothing."""
+    import errno
+
+    from drivers.i2c import I2cSensorConfig
+    from drivers.i2c.bus import explain
+
+    err = getattr(exc, "errno", None)
+    if isinstance(s, I2cSensorConfig) and s.bus != "sim" and err in (errno.ENOENT, errno.EACCES, errno.EPERM):
+        return f" ({explain(int(s.bus), err)})"
+    return ""
+
+
+def cmd_sensors_read(args: argparse.Namespace) -> int:
+    """Read the configured sensors (through the same drivers as ``run``) and print converted values:
+    one line per block, ``--count`` lines per sensor (like ``telegraf --test``)."""
+    cfg = load_config(args.config)
+    setup_logging(cfg, "error")
+    import time
+
+    import numpy as np
+
+    from drivers.base import DriverError
+    from drivers.simulator import MachineWorld
+    from edged.app import build_driver, open_sim_bus, simulated
+
+    wanted = [n for n in cfg.sensors if not args.sensor or n in args.sensor]
+    unknown = sorted(set(args.sensor or []) - set(cfg.sensors))
+    if unknown:
+        print(
+            f"edged: no sensor named {', '.join(unknown)} (sensors: {', '.join(cfg.sensors)})",
+            file=sys.stderr,
+        )
+        return 2
+    world = (
+        MachineWorld(cfg.simulator, time.monotonic())
+        if any(simulated(cfg.sensors[n]) for n in wanted)
+        else None
+    )
+    sim = open_sim_bus(cfg, world)
+    drvs = {}
+    for i, (name, s) in enumerate(cfg.sensors.items()):
+        if name in wanted:
+            drvs[name] = build_driver(cfg, i, s, world, sim)
+            drvs[name].name = name
+    left = dict.fromkeys(drvs, args.count)
+    failed: set[str] = set()
+    deadline = time.monotonic() + args.timeout
+    try:
+        while any(left.values()) and time.monotonic() < deadline:
+            for name, drv in drvs.items():
+                if not left[name]:
+                    continue
+                try:
+                    block = drv.read_block(time.monotonic())
+                except (OSError, DriverError) as exc:
+                    print(f"{name}: ERROR {exc}{_bus_hint(cfg.sensors[name], exc)}", file=sys.stderr)
+                    failed.add(name)
+                    left[name] = 0
+                    continue
+                if block is None or not len(block):
+                    continue
+                left[name] -= 1
+                last = block.x[-1]
+                if args.json:
+                    line = {
+                        "sensor": name,
+                        "samples": len(block),
+                        "values": {c: float(v) for c, v in zip(block.channels, last, strict=True)},
+                        "mean": {
+                            c: float(v) for c, v in zip(block.channels, np.mean(block.x, axis=0), strict=True)
+                        },
+                    }
+                    print(json.dumps(line, separators=(",", ":")), flush=True)
+                else:
+                    vals = " ".join(
+                        f"{c}={v:.6g}{(' ' + UNITS[c]) if c in UNITS else ''}"
+                        for c, v in zip(block.channels, last, strict=True)
+                    )
+                    print(f"{name} ({len(block)} samples) {vals}", flush=True)
+            time.sleep(0.02)
+    finally:
+        for drv in drvs.values():
+            drv.close()
+    silent = [n for n, k in left.items() if k and n not in failed]
+    for n in silent:
+        print(f"{n}: no samples within {args.timeout:g} s", file=sys.stderr)
+    return 1 if failed or silent else 0
+
+
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """``sensors`` and its actions."""
     sensors = sub.add_parser("sensors", help="inspect the I2C sensors")
@@ -91,3 +197,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--bus", type=int, action="append", metavar="N", help="also scan /dev/i2c-N (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_sensors_scan)
+    p = ssub.add_parser(
+        "read",
+        parents=[common],
+        help="print live converted values from the configured sensors (like telegraf --test)",
+        description="Reads through the same drivers as `edged run` and prints one line per block "
+        "(the newest sample of each channel, in the contract's units). Stop the service first when "
+        "a real chip's FIFO is shared.",
+    )
+    p.add_argument("--count", type=int, default=1, metavar="N", help="lines per sensor (default 1)")
+    p.add_argument("--sensor", action="append", metavar="NAME", help="only this sensor (repeatable)")
+    p.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_sensors_read)
