@@ -268,6 +268,12 @@ def build_daemon(cfg: Config) -> Daemon:
         observers.append(node.observe)
         health_observers.append(node.sensor_health)
         companions.append(node)
+    metrics_state = None
+    if cfg.metrics is not None:
+        from edged.metrics import MetricsState
+
+        metrics_state = MetricsState()
+        observers.append(metrics_state.observe)
     status = ServiceStatus(cfg.device.id, tasks, cfg.sensors, health_observers)
     inbox = LabelInbox()
     publisher = Publisher(
@@ -308,6 +314,21 @@ def build_daemon(cfg: Config) -> Daemon:
         poll = getattr(drv, "poll_s", None) or min(1.0, max(0.02, 32.0 / (s.rate_hz or NOMINAL_RATE_HZ)))
         sensors.append(SensorRunner(name, drv, poll, blocks, status.on_sensor_health))
     labeler = SimLabeler(world, cfg.simulator, set(cfg.tasks)) if world is not None else None
+    ops = build_ops(cfg, state_dir)
+    if cfg.metrics is not None and metrics_state is not None:
+        from edged.metrics import MetricsServer
+
+        companions.append(
+            MetricsServer(
+                cfg.metrics.bind,
+                cfg.metrics.port,
+                metrics_state,
+                sensors=sensors,
+                tasks=list(tasks),
+                delivery=publisher.stats,
+                ops=ops,
+            )
+        )
 
     return Daemon(
         engine,
@@ -322,7 +343,7 @@ def build_daemon(cfg: Config) -> Daemon:
         labeler=labeler,
         running_marker=marker,
         summary_policy=policy,
-        ops=build_ops(cfg, state_dir),
+        ops=ops,
         lock=lock,
         companions=companions,
     )
