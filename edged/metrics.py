@@ -27,7 +27,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edged.spool import KINDS
+
 log = structlog.get_logger("edged.metrics")
+DROP_REASONS = ("full", "expired", "unwritable", "refused")
 
 
 class _Collector(Collector):
@@ -170,19 +173,20 @@ class MetricsServer:
         spooled = CounterMetricFamily(
             "edged_messages_spooled", "Messages written to the spool", labels=["kind"]
         )
-        for k, v in stats["spooled"].items():
-            spooled.add_metric([k], float(v))
+        for k in KINDS:  # every series exists from the start (rate() and alerts need no special case)
+            spooled.add_metric([k], float(stats["spooled"].get(k, 0)))
         out.append(spooled)
         sent = CounterMetricFamily(
             "edged_messages_sent", "Messages acknowledged by the broker", labels=["kind"]
         )
-        for k, v in stats["sent"].items():
-            sent.add_metric([k], float(v))
+        for k in KINDS:
+            sent.add_metric([k], float(stats["sent"].get(k, 0)))
         out.append(sent)
         dropped = CounterMetricFamily("edged_messages_dropped", "Messages dropped", labels=["kind", "reason"])
-        for k, reasons in stats["dropped"].items():
-            for reason, v in reasons.items():
-                dropped.add_metric([k, reason], float(v))
+        for k in sorted(set(KINDS) | set(stats["dropped"])):
+            reasons = stats["dropped"].get(k, {})
+            for reason in sorted(set(DROP_REASONS) | set(reasons)):
+                dropped.add_metric([k, reason], float(reasons.get(reason, 0)))
         out.append(dropped)
         ops = self.ops
         if ops is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged import config
-from tests.conftest import Broker, Recorder, sim_config
+from tests.conftest import REPO, Broker, Recorder, sim_config
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:
@@ -73,6 +74,15 @@ def test_metrics_endpoint(tmp_path: Path, broker: Broker, recorder: Recorder, se
     assert "edged_spool_messages" in m and "edged_delivery_oldest_unsent_seconds" in m
     assert m["edged_loop_lag_seconds"][()] >= 0.0
     assert m["process_resident_memory_bytes"][()] > 10e6
+    # every series the shipped Grafana dashboard queries is one the endpoint exports
+    dashboard = json.loads((REPO / "docs" / "grafana" / "edged-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:edged|process)_[a-z_]+)\b", target["expr"])
+    }
+    assert queried and queried <= set(m), f"dashboard queries unknown series: {queried - set(m)}"
     assert svc.stop() == 0
 
 
