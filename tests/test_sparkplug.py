@@ -429,3 +429,34 @@ def test_historical_after_outage(
     assert len(seqs) == len(set(seqs)), "a prediction was delivered twice"
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a prediction is missing or out of order"
     assert stamps == sorted(stamps)
+
+
+def test_device_death_and_rebirth_of_a_lost_sensor(
+    tmp_path: Path, broker: Broker, host: Host, tahu: ModuleType
+) -> None:
+    """A sensor whose health becomes lost gets a DDEATH (no DATA for it afterwards); when it reads
+    again, a DBIRTH with its current values; seq stays continuous throughout."""
+    from edged.sparkplug.node import EdgeNode, NodeSpec
+    from edged.spool import Spool
+
+    spec = NodeSpec(GROUP, NODE, None, "t", sensors={"imu": ["ax"]}, tasks={"activity": ["idle"]})
+    node = EdgeNode(spec, "127.0.0.1", broker.port, tmp_path, Spool(tmp_path / "sparkplug.db"))
+    node.start()
+    try:
+        _wait(lambda: host.count("DBIRTH") == 2, 30, "the births")
+        summary = {"to": time.time(), "interval_s": 1.0, "channels": {"ax": {"count": 10, "mean": 0.5}}}
+        node.observe("summary", summary, "summary")
+        _wait(lambda: host.count("DDATA") == 1, 30, "sensor data")
+        node.sensor_health("imu", "lost")
+        _wait(lambda: host.count("DDEATH") == 1, 30, "the DDEATH")
+        node.observe("summary", summary, "summary")  # a lost sensor has no summary data to send
+        node.sensor_health("imu", "ok")
+        _wait(lambda: host.count("DBIRTH") == 3, 30, "the DBIRTH after recovery")
+        node.observe("summary", summary, "summary")
+        _wait(lambda: host.count("DDATA") == 2, 30, "sensor data after the recovery")
+        imu = [m.verb for m in host.node_msgs() if m.device == "imu"]
+        assert imu == ["DBIRTH", "DDATA", "DDEATH", "DBIRTH", "DDATA"]
+        check_sessions(host, tahu)
+    finally:
+        node.stop()
+    _wait(lambda: host.count("NDEATH") == 1, 10, "NDEATH at stop")

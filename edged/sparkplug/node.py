@@ -463,7 +463,11 @@ class EdgeNode:
             msg, item = self._pending[0]
             ok = self._send_item(item)
             if not ok:
-                return  # not connected any more: the item stays at the head for the next session
+                # The item stays at the head. Its seq was used up: if still connected (a publish that
+                # timed out), rebirth, so the host never sees a gap in seq.
+                if self._connected.is_set():
+                    self._rebirth = True
+                return
             self._pending.popleft()
             if ok == "dropped":
                 self.spool.ack([], [msg])
