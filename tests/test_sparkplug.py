@@ -321,6 +321,15 @@ def test_state_gating(
     assert len(host.node_msgs()) == n, "published while the primary host is offline"
     host.state(True)
     _wait(lambda: host.count("NBIRTH") == 2, 30, "births after STATE online again")
+
+    def forwarded() -> bool:  # what happened while the host was offline arrives as history
+        second = max(i for i, m in enumerate(host.node_msgs()) if m.verb == "NBIRTH")
+        return any(
+            m.verb == "DDATA" and m.device == "activity" and all(x.is_historical for x in m.payload.metrics)
+            for m in host.node_msgs()[second:]
+        )
+
+    _wait(forwarded, 30, "historical task data after STATE online again")
     found = check_sessions(host, tahu)
     assert found["bdseqs"][1] == (found["bdseqs"][0] + 1) % 256
     host.client.publish("spBv1.0/STATE/scada", b"", retain=True).wait_for_publish(5)  # clear retained
