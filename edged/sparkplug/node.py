@@ -512,7 +512,6 @@ class EdgeNode:
     def _birth(self) -> None:
         with self._lock:
             self._rebirth = False
-            self._born = False
             self._seq = 0
             now = codec.now_ms()
             node = [Value(BDSEQ, None, UINT64, self.bdseq.value, now), *self._values("")]
@@ -523,16 +522,18 @@ class EdgeNode:
             for d in alive:
                 payload = codec.encode(self._values(d), seq=self._next_seq(), birth=True, timestamp=now)
                 births.append((self.topic("DBIRTH", d), payload))
+            # From here on, what the engine queues belongs to this session (newer than the births'
+            # values: live, not historical), and a device death or birth queued while the births
+            # are on their way is applied after them instead of being lost.
             self._session += 1
-            session = f"{self._boot}:{self._session}"
+            self._live_session = f"{self._boot}:{self._session}"
+            self._born_devices = set(alive)
+            self._born = True
         for t, payload in births:
             if not self._publish(t, payload):
                 log.warning("sparkplug_birth_failed", topic=t)
+                self._born = False
                 return
-        with self._lock:
-            self._born_devices = set(alive)
-            self._born = True
-            self._live_session = session
         self.counters["births"] += 1
         log.info("sparkplug_born", bdSeq=self.bdseq.value, devices=alive, spooled=len(self.spool))
 
