@@ -10,7 +10,7 @@ import gc
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from drivers.base import Block
 from drivers.i2c import I2cSensorConfig
 from drivers.replay import FileSensorConfig
 from drivers.simulator import MachineWorld, SimLabeler
-from edged import security
+from edged import __version__, security
 from edged.config import AnySensorConfig, Config, ConfigError, TaskConfig
 from edged.engine import Engine, Sink
 from edged.health import HealthModel
@@ -129,7 +129,7 @@ def warm_up(cfg: Config) -> None:
             task.apply_label("warm-up", pred.ts_start, pred.ts, False, 0.0)
 
 
-def open_spool(cfg: Config, state_dir: Path) -> Spool:
+def open_spool(cfg: Config, state_dir: Path, name: str = "spool.db") -> Spool:
     """The outgoing spool in the state directory, with the configured bounds."""
     s = cfg.spool
     limits = SpoolLimits(
@@ -139,7 +139,7 @@ def open_spool(cfg: Config, state_dir: Path) -> Spool:
         memory_max=s.memory_max,
         sync=s.sync,
     )
-    return Spool(state_dir / "spool.db", limits)
+    return Spool(state_dir / name, limits)
 
 
 def build_ops(cfg: Config, state_dir: Path) -> Ops:
@@ -191,6 +191,42 @@ def build_driver(
 
 
 # -- the service ----------------------------------------------------------------------------------------
+def build_sparkplug(
+    cfg: Config, state_dir: Path, tasks: Mapping[str, TaskPipeline], tls: Any, auth: Any
+) -> Any:
+    """The Sparkplug B edge node (imported only here: protobuf is the optional extra)."""
+    from edged.sparkplug.node import EdgeNode, NodeSpec
+
+    assert cfg.sparkplug is not None
+    sp = cfg.sparkplug
+    spec = NodeSpec(
+        group_id=sp.group_id,
+        edge_node_id=sp.edge_node_id or cfg.device.id,
+        primary_host_id=sp.primary_host_id,
+        version=__version__,
+        sensors={n: list(ch) for n, ch in cfg.sensor_channels().items()},
+        tasks={
+            n: list(t.classes) if t.classes else sorted(tasks[n].model.label_counts)
+            for n, t in cfg.tasks.items()
+        },
+        anomaly={n for n, t in cfg.tasks.items() if t.anomaly is not None},
+        model_versions={n: int(t.model.version) for n, t in tasks.items()},
+    )
+    return EdgeNode(
+        spec,
+        cfg.mqtt.host,
+        cfg.mqtt.port,
+        state_dir,
+        open_spool(cfg, state_dir, "sparkplug.db"),
+        keepalive_s=cfg.mqtt.keepalive_s,
+        tls=tls,
+        username=auth.username,
+        password=auth.password,
+        reconnect_min_s=cfg.mqtt.reconnect_min_s,
+        reconnect_max_s=cfg.mqtt.reconnect_max_s,
+    )
+
+
 def build_daemon(cfg: Config) -> Daemon:
     """Everything ``edged run`` needs, opened and wired.
 
@@ -225,7 +261,21 @@ def build_daemon(cfg: Config) -> Daemon:
         log.error("running_marker_failed", error=str(exc))
 
     tasks = build_tasks(cfg, models)
-    status = ServiceStatus(cfg.device.id, tasks, cfg.sensors)
+    observers: list[Any] = []  # they see every payload the publisher spools
+    health_observers: list[Any] = []
+    companions: list[Any] = []  # started and stopped with the publisher
+    if cfg.sparkplug is not None:
+        node = build_sparkplug(cfg, state_dir, tasks, tls, auth)
+        observers.append(node.observe)
+        health_observers.append(node.sensor_health)
+        companions.append(node)
+    metrics_state = None
+    if cfg.metrics is not None:
+        from edged.metrics import MetricsState
+
+        metrics_state = MetricsState()
+        observers.append(metrics_state.observe)
+    status = ServiceStatus(cfg.device.id, tasks, cfg.sensors, health_observers)
     inbox = LabelInbox()
     publisher = Publisher(
         cfg.mqtt,
@@ -237,6 +287,7 @@ def build_daemon(cfg: Config) -> Daemon:
         username=auth.username,
         password=auth.password,
         will=status.last_will(),
+        observers=observers,
     )
     engine = build_engine(cfg, publisher, seq, lambda t: t + wall_offset(), tasks)
     for p in problems:
@@ -272,6 +323,21 @@ def build_daemon(cfg: Config) -> Daemon:
         stall_s=cfg.ops.learning_stall_s,
         sample_gap_s={n: 1.0 / s.rate_hz for n, s in cfg.sensors.items() if s.rate_hz},
     )
+    ops = build_ops(cfg, state_dir)
+    if cfg.metrics is not None and metrics_state is not None:
+        from edged.metrics import MetricsServer
+
+        companions.append(
+            MetricsServer(
+                cfg.metrics.bind,
+                cfg.metrics.port,
+                metrics_state,
+                sensors=sensors,
+                tasks=list(tasks),
+                delivery=publisher.stats,
+                ops=ops,
+            )
+        )
 
     return Daemon(
         engine,
@@ -290,9 +356,10 @@ def build_daemon(cfg: Config) -> Daemon:
         labeler=labeler,
         running_marker=marker,
         summary_policy=policy,
-        ops=build_ops(cfg, state_dir),
+        ops=ops,
         lock=lock,
         health=health,
+        companions=companions,
     )
 
 

@@ -7,6 +7,7 @@ relative to the file's own directory.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import tomllib
@@ -175,6 +176,41 @@ class OpsConfig(StrictModel):
     )
 
 
+SPARKPLUG_ID = r"^[^/+#]{1,64}$"  # a Sparkplug id is one topic level: no '/', '+' or '#'
+
+
+class SparkplugConfig(StrictModel):
+    """``[sparkplug]``: a Sparkplug B 3.0 edge node beside the JSON topics (edged/sparkplug/)."""
+
+    group_id: str = Field(
+        pattern=SPARKPLUG_ID,
+        description="Sparkplug group id: the `<group>` of `spBv1.0/<group>/<verb>/<edge node>[/<device>]`.",
+    )
+    edge_node_id: str | None = Field(
+        None, pattern=SPARKPLUG_ID, description="Sparkplug edge node id; unset: the device id."
+    )
+    primary_host_id: str | None = Field(
+        None,
+        pattern=SPARKPLUG_ID,
+        description="Primary host application id: when set, nothing is published until "
+        "`spBv1.0/STATE/<id>` says the host is online (Sparkplug 3.0 JSON payload).",
+    )
+
+
+class MetricsConfig(StrictModel):
+    """``[metrics]``: a Prometheus endpoint (edged/metrics.py); opt-in."""
+
+    bind: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the HTTP endpoint listens on; the default keeps it local "
+        "(scrape through a reverse proxy or SSH tunnel, or bind an internal address).",
+    )
+    port: int = Field(
+        9464, ge=0, le=65535, description="Port of `http://<bind>:<port>/metrics` (0: any free port)."
+    )
+
+
 class StateConfig(StrictModel):
     """``[state]``: where models, seq counters and the numba cache live (edged/state.py)."""
 
@@ -333,6 +369,12 @@ class Config(StrictModel):
     spool: SpoolConfig = Field(SpoolConfig(), description="`[spool]`.")
     ops: OpsConfig = Field(OpsConfig(), description="`[ops]`.")
     log: LogConfig = Field(LogConfig(), description="`[log]`.")
+    sparkplug: SparkplugConfig | None = Field(
+        None, description="`[sparkplug]`: present turns the Sparkplug B edge node on."
+    )
+    metrics: MetricsConfig | None = Field(
+        None, description="`[metrics]`: present turns the Prometheus endpoint on."
+    )
     summary: SummaryConfig = Field(SummaryConfig(), description="`[summary]`.")
     simulator: SimulatorConfig = Field(
         SimulatorConfig(),
@@ -494,6 +536,30 @@ def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
                 problems.append(f"summary.noise.bounds.{ch}: need finite lo < hi, got [{lo}, {hi}]")
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    problems += _optional_problems(cfg)
+    return problems
+
+
+def _optional_problems(cfg: Config) -> list[str]:
+    """Sections that need an optional extra: the package must be installed (never pip-installed
+    at runtime), and Sparkplug device ids (sensor and task names) must not collide."""
+    problems: list[str] = []
+    if cfg.sparkplug is not None:
+        if importlib.util.find_spec("google.protobuf") is None:
+            problems.append(
+                "sparkplug: the Sparkplug B edge node needs the protobuf package, which is not "
+                "installed: pip install 'edged[sparkplug]' (or remove [sparkplug])"
+            )
+        for name in sorted(set(cfg.sensors) & set(cfg.tasks)):
+            problems.append(
+                f"sparkplug: {name!r} names both a sensor and a task; each is a Sparkplug device, "
+                "so the names must differ"
+            )
+    if cfg.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+        problems.append(
+            "metrics: the Prometheus endpoint needs the prometheus-client package, which is not "
+            "installed: pip install 'edged[metrics]' (or remove [metrics])"
+        )
     return problems
 
 

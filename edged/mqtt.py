@@ -68,10 +68,12 @@ class Publisher:
         username: str | None = None,
         password: str | None = None,
         will: dict[str, Any] | None = None,
+        observers: list[Callable[[str, dict[str, Any], str], None]] | None = None,
     ) -> None:
         """``status(state)`` is the ``<prefix>/status`` payload (sent on connect and at stop);
         ``will`` the last will the broker publishes if the connection is lost (default:
-        ``status("offline")`` as it is now)."""
+        ``status("offline")`` as it is now); ``observers`` see every payload :meth:`send` spools
+        (the Sparkplug node, the metrics), on the caller's thread."""
         self.cfg = cfg
         self.prefix = f"edged/{device_id}"
         self.status = status
@@ -81,6 +83,7 @@ class Publisher:
         self._inflight: dict[int, Msg] = {}
         self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
         self.refused_publish: Counter[str] = Counter()
+        self.observers = list(observers or [])
         self._connected = threading.Event()
         self._resync = False
         self._wake = threading.Condition()
@@ -202,6 +205,8 @@ class Publisher:
         self.spool.put(self.topic(topic), encode(payload), kind)
         with self._wake:
             self._wake.notify()
+        for observe in self.observers:  # Sparkplug, metrics: they see exactly what the JSON topics carry
+            observe(topic, payload, kind)
 
     def take_events(self) -> list[dict[str, Any]]:
         """Spool state changes (disk unwritable / recovered) for alerts."""

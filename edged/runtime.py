@@ -135,8 +135,15 @@ class ServiceStatus:
     sensor threads report health changes through :meth:`on_sensor_health`, and the main loop
     turns those into alerts (:meth:`sensor_events`)."""
 
-    def __init__(self, device_id: str, tasks: Mapping[str, TaskPipeline], sensors: Iterable[str]) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        tasks: Mapping[str, TaskPipeline],
+        sensors: Iterable[str],
+        health_observers: Iterable[Callable[[str, str], None]] = (),
+    ) -> None:
         self.device_id = device_id
+        self.health_observers = list(health_observers)  # (sensor, health), on the sensor's thread
         self.tasks = tasks
         self.sensors = dict.fromkeys(sensors, "ok")  # name -> health, written by the sensor threads
         self.started = time.time()
@@ -182,6 +189,8 @@ class ServiceStatus:
             "sensor_health", sensor=name, health=health, reason=reason
         )
         self._events.put((name, health, reason))
+        for observe in self.health_observers:  # the Sparkplug node: DDEATH / DBIRTH
+            observe(name, health)
 
     def sensor_events(self) -> list[tuple[str, str, str]]:
         """Health changes since the last call: (sensor, health, reason)."""
@@ -226,8 +235,11 @@ class Daemon:
         ops: Any | None = None,
         lock: StateLock | None = None,
         health: HealthModel | None = None,
+        companions: list[Any] | None = None,
     ) -> None:
         self.engine = engine
+        # started after the publisher and stopped after it (start(), stop()): the Sparkplug node, metrics
+        self.companions = companions or []
         self.publisher = publisher
         self.status = status
         self.inbox = inbox
@@ -258,6 +270,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         self.publisher.start()
+        for c in self.companions:
+            c.start()
         for s in self.sensors:
             s.start()
         now = time.monotonic()
@@ -407,6 +421,8 @@ class Daemon:
         except OSError as exc:
             log.error("seq_save_failed", error=str(exc))
         unsent = self.publisher.stop(timeout=4.0)
+        for c in self.companions:
+            c.stop()
         if saved and self.running_marker is not None:
             self.running_marker.unlink(missing_ok=True)
         if self.ops is not None:

@@ -60,6 +60,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(
             f"  task {name}: {t.classifier.model}{extra} on {', '.join(t.channels)}, window {t.window}/{t.hop}"
         )
+    if cfg.sparkplug is not None:
+        sp = cfg.sparkplug
+        host = f", waits for primary host {sp.primary_host_id}" if sp.primary_host_id else ""
+        print(f"  sparkplug: spBv1.0/{sp.group_id}/+/{sp.edge_node_id or cfg.device.id}{host}")
+    if cfg.metrics is not None:
+        print(f"  metrics: http://{cfg.metrics.bind}:{cfg.metrics.port}/metrics")
     return 0
 
 
