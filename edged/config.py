@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,21 +25,15 @@ from drivers.replay import FileSensorConfig
 from drivers.sensirion import Sht3xConfig, Sht4xConfig
 from drivers.simulator import SimEnvConfig, SimImuConfig, SimulatorConfig
 from drivers.st import Lsm6ds3Config, Lsm6dsoxConfig
+from edged.configfile import DEFAULT_PATHS as DEFAULT_PATHS  # re-exported: the file's own module
+from edged.configfile import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from edged.configfile import ConfigError as ConfigError
+from edged.configfile import find_config as find_config
+from edged.configfile import read_raw as read_raw
 from pipelines.dsp import BearingParams, FeatureSet, FusionParams, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
 
-DEFAULT_PATHS = (Path("config.toml"), Path("/etc/edged/config.toml"))
-MAX_CONFIG_BYTES = 1 << 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
-
-
-class ConfigError(Exception):
-    """The config file is missing, unreadable or invalid; ``problems`` lists each finding."""
-
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path = str(path)
-        self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems))
 
 
 class DeviceConfig(StrictModel):
@@ -619,39 +612,6 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> Config:
             "ops": cfg.ops.model_copy(update=ops_updates),
         }
     )
-
-
-def find_config(path: str | None) -> Path:
-    """The config file to use: ``path`` if given, else the first default that exists."""
-    if path is not None:
-        return Path(path)
-    for p in DEFAULT_PATHS:
-        if p.is_file():
-            return p
-    raise ConfigError(
-        DEFAULT_PATHS[0], [f"no config file given and none found at {', '.join(map(str, DEFAULT_PATHS))}"]
-    )
-
-
-def read_raw(path: str | None = None) -> tuple[dict[str, Any], Path]:
-    """Find and read the config file as a TOML document (not yet validated)."""
-    p = find_config(path)
-    try:
-        if p.exists() and not p.is_file():
-            raise ConfigError(p, ["not a regular file"])
-        if p.exists() and p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                p, [f"{p.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes"]
-            )
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(p, [f"cannot read: {exc.strerror or exc}"]) from None
-    try:
-        return tomllib.loads(data.decode("utf-8")), p
-    except UnicodeDecodeError as exc:
-        raise ConfigError(p, [f"not UTF-8 text: {exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(p, [f"not valid TOML: {exc}"]) from None
 
 
 def load(path: str | None = None) -> tuple[Config, Path]:

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from edged.config import ConfigError  # after parsing: --help needs neither
+    from edged.configfile import ConfigError  # after parsing: --help needs neither
     from edged.state import StateError
 
     try:

@@ -115,10 +115,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, dsp=False)  # reads the status file only: no numba
+    from edged.configfile import read_raw, status_file
     from edged.ops import format_status, read_status, status_code, status_path
 
-    snap, verdict = read_status(status_path(cfg))
+    # status needs one path from the config: read it from the TOML, without validating the whole
+    # file (pydantic, the drivers, numpy: most of the start-up); `edged check` validates
+    raw, p = read_raw(args.config)
+    path = status_file(raw, p)
+    if path is None:  # the keys are missing or malformed: the full validation names the problem
+        path = status_path(load_config(args.config, dsp=False))
+    snap, verdict = read_status(path)
     if args.json:
         print(json.dumps({"verdict": verdict, "status": snap}, separators=(",", ":")))
     elif snap is None:
