@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from edged.cli._common import load_config, setup_logging
+from edged.cli._common import load_config, setup_logging, writable_output
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -53,6 +53,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    writable_output(args.predictions, "--predictions")  # before the replay, not after it
+    writable_output(args.plot, "--plot")
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            print("edged: plots need matplotlib: pip install 'edged[plot]'", file=sys.stderr)
+            return 2
     cfg = load_config(args.config)
     setup_logging(cfg, "error")  # drift and model events are in the report (and the plot)
     from edged.replay import format_report, replay
