@@ -128,3 +128,72 @@ class TestFirstStart:
         assert [e["event"] for e in logs].index("kernels_compiling") < [e["event"] for e in logs].index(
             "kernels_ready"
         )
+
+
+def _recording(tmp_path: Path, header: str, rows: int = 600, relabel: dict[str, str] | None = None) -> Path:
+    """The first ``rows`` of the BasicMotions stream under another header (and class names)."""
+    lines = TRAIN.read_text().splitlines()[1 : rows + 1]
+    for old, new in (relabel or {}).items():
+        lines = [ln.replace(f",{old}", f",{new}") for ln in lines]
+    extra = header.count(",") - 7
+    out = tmp_path / "rec.csv"
+    out.write_text(header + "\n" + "\n".join(ln + ",45.0" * extra if extra else ln for ln in lines) + "\n")
+    return out
+
+
+class TestReplayData:
+    @pytest.mark.parametrize(
+        ("header", "relabel", "column", "problem"),
+        [
+            ("t,ax,ay,az,gx,gy,gz,label.activty", None, "label.activty", "names no task (tasks: activity)"),
+            (
+                "t,ax,ay,az,gx,gy,gz,label.activity",
+                {"Standing": "Sitting"},
+                "label.activity",
+                "class 'Sitting'",
+            ),
+            ("t,ax,ay,az,gx,gy,gz,label.activity,humidity", None, "humidity", "no sensor or task uses"),
+        ],
+    )
+    def test_what_the_config_does_not_know_is_warned_counted_and_strict_refuses(
+        self, tmp_path: Path, header: str, relabel: dict[str, str] | None, column: str, problem: str
+    ) -> None:
+        """A misspelled label column, an unknown class, an extra column: a warning on stderr and a
+        count in the report (exit 0); with --strict, exit 2 naming the file and the column."""
+        rec = _recording(tmp_path, header, relabel=relabel)
+        r = _cli("replay", "-c", str(BASIC), str(rec), "--json", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        warnings = json.loads(r.stdout)["warnings"]
+        assert len(warnings) == 1 and warnings[0]["column"] == column and problem in warnings[0]["problem"]
+        assert warnings[0]["count"] >= 1 and warnings[0]["file"] == str(rec)
+        assert f"warning: {rec}: column {column}: " in r.stderr
+        if relabel:  # counted per sample
+            assert warnings[0]["count"] == sum(1 for ln in rec.read_text().splitlines() if "Sitting" in ln)
+        r = _cli("replay", "-c", str(BASIC), str(rec), "--json", "--no-progress", "--strict")
+        assert r.returncode == 2 and f"{rec}: column {column}: " in r.stderr and r.stdout == ""
+        assert "Traceback" not in r.stderr
+
+    def test_a_clean_recording_has_no_warnings(self, tmp_path: Path) -> None:
+        """The recording the example is written for passes --strict with no warnings."""
+        rec = _recording(tmp_path, "t,ax,ay,az,gx,gy,gz,label.activity")
+        r = _cli("replay", "-c", str(BASIC), str(rec), "--json", "--no-progress", "--strict")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["warnings"] == []
+
+    def test_a_replay_only_config_needs_no_recording_of_its_own(self, tmp_path: Path) -> None:
+        """sensors.X.path that does not exist: replay runs on the files it is given; run and check
+        still refuse it (exit 2 naming the key)."""
+        cfg = tmp_path / "replay.toml"
+        text = BASIC.read_text().replace(
+            'path = "../tests/data/basic_motions/stream_train.csv"', 'path = "/nonexistent/rec.csv"'
+        )
+        cfg.write_text(text.replace('dir = "../state/basic_motions"', f'dir = "{tmp_path / "state"}"'))
+        rec = _recording(tmp_path, "t,ax,ay,az,gx,gy,gz,label.activity")
+        r = _cli("replay", "-c", str(cfg), str(rec), "--json", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["tasks"]["activity"]["windows"] > 0
+        for cmd in ("check", "run"):
+            r = _cli(cmd, "-c", str(cfg))
+            assert (
+                r.returncode == 2 and "sensors.watch.path:" in r.stderr and "/nonexistent/rec.csv" in r.stderr
+            )

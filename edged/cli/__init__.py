@@ -71,5 +71,5 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, ReplayError):
             print(f"edged: replay: {exc}", file=sys.stderr)
-            return 1
+            return exc.exit_code
         raise

@@ -5,15 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.cli._common import load_config, setup_logging, writable_output
+
+if TYPE_CHECKING:
+    from edged.config import Config
+
+
+def _recordings(cfg: Config, path: str | None) -> None:
+    """``run`` and ``check`` play the file sensors' recordings: they must be there."""
+    from edged.config import ConfigError, find_config, recording_problems
+
+    problems = recording_problems(cfg)
+    if problems:
+        raise ConfigError(str(find_config(path)), problems)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from edged.config import find_config
 
     cfg = load_config(args.config)
+    _recordings(cfg, args.config)
     print(f"config OK: {find_config(args.config)}")
     print(f"  device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, state {cfg.state.dir}")
     from drivers.i2c import I2cSensorConfig
@@ -46,6 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    _recordings(cfg, args.config)
     setup_logging(cfg)
     from edged.app import build_daemon
 
@@ -68,10 +82,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = open(args.predictions, "w", encoding="utf-8") if args.predictions else None  # noqa: SIM115
     trace: dict[str, Any] | None = {} if args.plot else None
     try:
-        rep = replay(cfg, args.files, out, progress=not args.no_progress, trace=trace)
+        rep = replay(cfg, args.files, out, progress=not args.no_progress, trace=trace, strict=args.strict)
     finally:
         if out is not None:
             out.close()
+    for w in rep["warnings"]:
+        print(
+            f"edged: warning: {w['file']}: column {w['column']}: {w['problem']} ({w['count']}x)",
+            file=sys.stderr,
+        )
     if args.plot:
         from edged.plots import PlotUnavailable, load_windows, plot_replay
 
@@ -125,6 +144,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="LABELS.json",
         help="with --plot: shade these labelled anomaly windows (NAB's combined_windows.json format, or "
         "../shared/data/nab/labels.json)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="label columns naming no task, unknown classes and unknown columns are errors (exit 2)",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)"
