@@ -2,7 +2,8 @@
 # Install edged on a 64-bit Debian / Raspberry Pi OS gateway: the system user, the directories,
 # a venv in /opt/edged/venv, /etc/edged/config.toml, the state key and the systemd unit.
 # Run it from a checkout (or an unpacked sdist) as root. Safe to run again: it never overwrites
-# a config, a key or a password that is already there; the venv and the unit are updated.
+# a config or a key that is already there (--mqtt-password-file replaces the password); the
+# venv and the unit are updated.
 #
 #   sudo scripts/install.sh                                  # broker without a login
 #   sudo scripts/install.sh --mqtt-password-file pw.txt      # broker with a login
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --package) PACKAGE=$2; shift 2 ;;
         --root) ROOT=$(cd "$2" && pwd); shift 2 ;;
         --no-start) START=no; shift ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
