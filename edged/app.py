@@ -116,7 +116,19 @@ def warm_up(cfg: Config) -> None:
 
     A first call compiles numba kernels (or loads them from the cache) and imports river's
     lazily loaded code while holding the GIL, for up to seconds: longer than a 1 kHz IMU's FIFO
-    lasts. Doing it here keeps that stall out of acquisition."""
+    lasts. Doing it here keeps that stall out of acquisition.
+
+    Logs ``kernels_compiling`` before (``first_start``: no compiled kernels cached yet, the slow
+    case of ~10 s on a Pi) and ``kernels_ready`` with the seconds it took, so a first start does
+    not look hung."""
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    first = cache is None or not Path(cache).is_dir() or not any(Path(cache).iterdir())
+    log.info(
+        "kernels_compiling",
+        first_start=first,
+        note="compiling numba kernels; cached for later starts" if first else "loading cached kernels",
+    )
+    started = time.monotonic()
     rng = np.random.default_rng(0)
     for task in build_tasks(cfg).values():
         chans = task.channels + task.context
@@ -127,6 +139,7 @@ def warm_up(cfg: Config) -> None:
         assert cols is not None
         for pred in task.process(t, x, cols, None, lambda v: v, {}):
             task.apply_label("warm-up", pred.ts_start, pred.ts, False, 0.0)
+    log.info("kernels_ready", first_start=first, seconds=round(time.monotonic() - started, 2))
 
 
 def open_spool(cfg: Config, state_dir: Path, name: str = "spool.db") -> Spool:

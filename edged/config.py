@@ -440,15 +440,6 @@ def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
     owners: dict[str, str] = {}
     for name, s in cfg.sensors.items():
         provided = driver_channels(s.driver)
-        if s.driver == "file":
-            try:
-                cols, _ = drivers.replay.read_header(Path(s.path))
-            except (OSError, drivers.replay.RecordingError) as exc:
-                problems.append(f"sensors.{name}.path: {exc}")
-                cols = list(s.channels or ())
-            for i, ch in enumerate(s.channels or ()):
-                if ch not in cols:
-                    problems.append(f"sensors.{name}.channels[{i}]: the file has no column {ch!r}")
         for i, ch in enumerate(s.channels or ()):
             if provided and ch not in provided:
                 problems.append(
@@ -574,6 +565,25 @@ def parse(
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+def recording_problems(cfg: Config) -> list[str]:
+    """A ``file`` sensor's recording must exist and have the sensor's channels: checked by
+    ``run`` and ``check``, which play it, not by :func:`parse`, so that a config used only for
+    ``replay`` (which reads the files on its command line) need not point at one."""
+    problems: list[str] = []
+    for name, s in cfg.sensors.items():
+        if s.driver != "file":
+            continue
+        try:
+            cols, _ = drivers.replay.read_header(Path(s.path))
+        except (OSError, drivers.replay.RecordingError) as exc:
+            problems.append(f"sensors.{name}.path: {exc}")
+            continue
+        for i, ch in enumerate(s.channels or ()):
+            if ch not in cols:
+                problems.append(f"sensors.{name}.channels[{i}]: the file has no column {ch!r}")
+    return problems
 
 
 def _resolve_paths(cfg: Config, base_dir: Path) -> Config:

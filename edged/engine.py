@@ -110,8 +110,10 @@ class _ChannelAgg:
             self.hi = max(self.hi, float(good.max()))
 
 
-def _r(v: float, digits: int = 4) -> float:
-    return float(f"{v:.{digits}g}") if math.isfinite(v) else 0.0
+def _r(v: float) -> float:
+    """A statistic as it is: rounding is the summary policy's job (``summary.round_step``), not
+    the engine's; a non-finite value (an empty evaluation) becomes 0.0, which JSON can carry."""
+    return float(v) if math.isfinite(v) else 0.0
 
 
 class Engine:
@@ -219,7 +221,8 @@ class Engine:
         }
         agg = self._tasks[name]
         agg["predictions"] += 1
-        agg["classes"][str(pred.label)] += 1
+        if pred.label is not None:  # no prediction yet: counted in "windows", not as a class
+            agg["classes"][str(pred.label)] += 1
         if pred.anomaly is not None:
             v = pred.anomaly
             payload["anomaly"] = an = {

@@ -229,14 +229,20 @@ class NewVersion:
     task: str
     model: Any
     path: Path
-    replaced: int | None = None  # rollback: the version that was current
+    replaced: int | None = None  # rollback: the version that was current (None: it already was)
 
 
 def rollback(cfg: Config, task: str, version: int) -> NewVersion:
-    """Make ``version`` of ``task`` current again, as a new version (service stopped)."""
+    """Make ``version`` of ``task`` current again, as a new version (service stopped).
+
+    Rolling back to the current version changes nothing (no duplicate version): the outcome has
+    ``replaced=None`` and names the current checkpoint."""
     store = open_store(cfg)
     with offline_lock(cfg):
-        header, model = store.load(store.find_version(task, version))
+        path = store.find_version(task, version)
+        header, model = store.load(path)
+        if path == store.files(task)[0]:
+            return NewVersion(task, model, path)
         if task in cfg.tasks and header.get("fingerprint") != task_fingerprint(cfg, task):
             raise StateError(
                 f"version {version} of {task!r} was trained on another feature layout than "

@@ -21,6 +21,7 @@ history of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -45,6 +46,60 @@ MAX_KEPT_SCORES = 200_000
 
 class ReplayError(Exception):
     """A file cannot be replayed with this config."""
+
+    exit_code = 1
+
+
+class ReplayDataError(ReplayError):
+    """``--strict``: a recording holds what the config does not know (exit 2, naming the file
+    and the column)."""
+
+    exit_code = 2
+
+
+class _DataCheck:
+    """What a recording holds that the config does not know: label columns that name no task,
+    classes a task does not allow, columns no sensor or task uses. Warned about and counted in
+    the report's ``warnings``; with ``strict`` the first one is a :class:`ReplayDataError`."""
+
+    def __init__(self, cfg: Config, strict: bool) -> None:
+        self.strict = strict
+        self.tasks = set(cfg.tasks)
+        self.classes = {n: set(t.classes) for n, t in cfg.tasks.items() if t.classes}
+        self.known = set(cfg.channel_owner())
+        for t in cfg.tasks.values():
+            self.known.update(t.channels, t.context)
+        self.found: dict[tuple[str, str, str], int] = {}
+
+    def _add(self, path: Path, column: str, what: str, n: int) -> None:
+        if self.strict:
+            raise ReplayDataError(f"{path}: column {column}: {what} (--strict)")
+        key = (str(path), column, what)
+        self.found[key] = self.found.get(key, 0) + n
+
+    def header(self, path: Path, channels: list[str], labels: dict[str, int]) -> None:
+        for task in sorted(set(labels) - self.tasks):
+            what = f"names no task (tasks: {', '.join(sorted(self.tasks))}); its labels are ignored"
+            self._add(path, f"label.{task}", what, 1)
+        for ch in channels:
+            if ch not in self.known:
+                self._add(path, ch, "no sensor or task uses this column; it is ignored", 1)
+
+    def block(self, path: Path, block: Any) -> None:
+        for task, col in (block.labels or {}).items():
+            allowed = self.classes.get(task)
+            if not allowed:
+                continue
+            counts = np.bincount(col.codes[col.codes >= 0], minlength=len(col.vocab))
+            for name, n in zip(col.vocab, counts, strict=True):
+                if n and name not in allowed:
+                    what = f"class {name!r} is not one of the task's classes; those samples are unlabelled"
+                    self._add(path, f"label.{task}", what, int(n))
+
+    def report(self) -> list[dict[str, Any]]:
+        return [
+            {"file": f, "column": c, "problem": w, "count": n} for (f, c, w), n in sorted(self.found.items())
+        ]
 
 
 class _Collector:
@@ -126,6 +181,7 @@ def replay(
     from_state: bool = False,
     learn: bool = True,
     save: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Replay ``files`` in order; returns the report (see DESIGN.md ``replay --json``).
 
@@ -133,7 +189,13 @@ def replay(
     filled with what the plots need: per task the correctness of each learned window, model
     events (drift, promotions), anomaly scores and alarms, and where each file starts.
     ``from_state``, ``learn`` and ``save``: see the module docstring; with ``save`` the report
-    has ``"saved": {task: {"version", "path"}}``."""
+    has ``"saved": {task: {"version", "path"}}``. What the files hold that the config does not
+    know is in ``warnings`` (see :class:`_DataCheck`); ``strict`` makes it an error, for headers
+    before any file runs."""
+    check = _DataCheck(cfg, strict)
+    for path in files:
+        with contextlib.suppress(OSError, RecordingError):  # reported in the file's turn below
+            check.header(Path(path), *read_header(Path(path)))
     lock = _lock_state(cfg) if save else None  # refuse before spending minutes on the replay
     models = _state_models(cfg) if from_state else None
     sink = _Collector(predictions)
@@ -189,6 +251,7 @@ def replay(
                 if not checked:
                     _check_rates(cfg, p, block.t, active)
                     checked = True
+                check.block(p, block)
                 engine.ingest(block)
                 samples += len(block)
         except RecordingError as exc:
@@ -250,6 +313,7 @@ def replay(
         "samples_per_s": round(total_samples / seconds, 1) if seconds > 0 else None,
         "files": file_reports,
         "counters": dict(sorted(engine.counters.items())),
+        "warnings": check.report(),
     }
     if saved is not None:
         out["saved"] = saved

@@ -252,3 +252,33 @@ def _walk(obj: Any) -> list[Any]:
         for v in obj:
             out += _walk(v)
     return out
+
+
+class TestFaithfulSummary:
+    def test_values_are_rounded_only_by_the_configured_step(self) -> None:
+        """Without ``summary.round_step`` a summary carries the exact aggregates (no hidden 4-digit
+        rounding); with a step, exactly that step."""
+        cfg, engine = _engine({"min_count": 1})
+        assert not cfg.summary.round_step
+        _feed(engine)
+        channels = SummaryPolicy(cfg.summary).apply(engine.summary(1_700_000_010.0))["channels"]
+        assert channels["pressure"]["mean"] == 101325.123456
+        assert channels["temperature"]["max"] == 22.123456789
+        cfg, engine = _engine({"min_count": 1, "round_step": {"pressure": 0.5}})
+        _feed(engine)
+        channels = SummaryPolicy(cfg.summary).apply(engine.summary(1_700_000_010.0))["channels"]
+        assert channels["pressure"]["mean"] == 101325.0 and channels["humidity"]["mean"] == 45.6789012
+
+    def test_windows_without_a_prediction_are_not_counted_under_a_none_key(self) -> None:
+        """A window the model could not yet label is counted in ``windows`` but never as a string
+        "None" class in ``predicted``; the schema rejects such a key."""
+        cfg, engine = _engine()
+        _feed(engine, 6.0)
+        assert any(p["label"] is None for _, p, k in engine.sink.sent if k == "prediction")
+        summary = SummaryPolicy(cfg.summary).apply(engine.summary(1_700_000_010.0))
+        validate(summary)
+        for task in summary["tasks"].values():
+            assert "None" not in task["predicted"] and sum(task["predicted"].values()) <= task["windows"]
+        summary["tasks"]["activity"]["predicted"]["None"] = 3
+        with pytest.raises(Exception, match="None"):
+            validate(summary)

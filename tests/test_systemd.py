@@ -72,7 +72,10 @@ class TestUnit:
             and keys["DevicePolicy"] == "closed"
             and keys["DeviceAllow"] == "char-i2c rw"
         )
-        assert "LoadCredential=edged-mqtt-password:" in text and "StateDirectory=edged" in text
+        assert "\nLoadCredential=edged-state-key:/etc/edged/state.key\n" in text
+        assert "StateDirectory=edged" in text
+        # the broker password is optional: a LoadCredential= whose file is missing fails the unit
+        assert not re.search(r"^LoadCredential=edged-mqtt-password", text, re.MULTILINE)
         assert re.search(r"#[^\n]*numba[^\n]*\n(#[^\n]*\n)*MemoryDenyWriteExecute=no", text)
 
 

@@ -11,11 +11,12 @@ One module per command group: :mod:`edged.cli.run` (run, check, replay, status),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from edged import __version__
 from edged.cli import label, model, run, sensors
-from edged.cli._common import load_config
+from edged.cli._common import UsageError, load_config
 
 __all__ = ["build_parser", "load_config", "main"]
 
@@ -44,7 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     from edged.state import StateError
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        # `edged status | head -3`: the reader has all it wanted. Point stdout at /dev/null so the
+        # exit flush cannot fail again, and exit as a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except UsageError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"edged: invalid config {exc.path}:", file=sys.stderr)
         for p in exc.problems:
@@ -60,5 +72,5 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, ReplayError):
             print(f"edged: replay: {exc}", file=sys.stderr)
-            return 1
+            return exc.exit_code
         raise

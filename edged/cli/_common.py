@@ -11,6 +11,33 @@ if TYPE_CHECKING:  # edged.config (pydantic, the drivers, numpy) loads when a co
     from edged.config import Config
 
 
+class UsageError(Exception):
+    """An operator's mistake on the command line (exit 2): an unknown task, an output path that
+    cannot be written."""
+
+
+def known_task(cfg: Config, task: str | None, stored: list[str] | None = None) -> None:
+    """Raise :class:`UsageError` unless ``task`` is configured or has checkpoints (``stored``)."""
+    if task is None or task in cfg.tasks or task in (stored or []):
+        return
+    names = sorted(set(cfg.tasks) | set(stored or []))
+    raise UsageError(f"no such task {task!r} (tasks: {', '.join(names) or 'none'})")
+
+
+def writable_output(path: str | None, what: str) -> None:
+    """Raise :class:`UsageError` unless ``path`` can be created (checked before any work)."""
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{what} {path}: not writable")
+
+
 def set_jit_cache(state_dir: str | Path) -> None:
     """Keep numba's compiled kernels under the state directory, so a restart does not
     recompile (must run before :mod:`pipelines.features` is imported)."""

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edged.cli._common import iso, load_config, setup_logging
+from edged.cli._common import iso, known_task, load_config, setup_logging
 
 if TYPE_CHECKING:
     from edged.config import Config
@@ -23,6 +23,7 @@ def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str
     from edged.state import StateError
 
     store = open_store(cfg)
+    known_task(cfg, task, store.tasks())
     names = [task] if task else sorted(set(store.tasks()) | set(cfg.tasks))
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -35,6 +36,9 @@ def _model_rows(cfg: Config, task: str | None) -> tuple[dict[str, Any], list[str
                 continue
             header["path"] = str(path)
             header["configured"] = name in cfg.tasks
+            rel = header.get("reliance") or {}
+            if isinstance(rel.get("features"), dict):  # the header's JSON is key-sorted: rank again
+                rel["features"] = dict(sorted(rel["features"].items(), key=lambda kv: (-kv[1], kv[0])))
             out[name] = header
             break
     return out, problems
@@ -100,19 +104,36 @@ def cmd_model_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source(header: dict[str, Any]) -> dict[str, Any]:
+    """``{"source": {"device", "version"}}`` for a version imported from another gateway."""
+    for e in reversed(header.get("events") or []):
+        if e.get("kind") == "import" and e.get("version") == header.get("version"):
+            return {"source": {"device": e.get("source_device"), "version": e.get("source_version")}}
+    return {}
+
+
+def _parent(row: dict[str, Any]) -> str:
+    """The parent column: a version here, ``device:version`` for an import, ``-`` for none."""
+    src = row.get("source")
+    if src:
+        return f"{src.get('device') or '?'}:{src.get('version') or '?'}"
+    return str(row["parent"]) if row.get("parent") is not None else "-"
+
+
 def cmd_model_history(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, dsp=False)  # reads the state only: no numba
     setup_logging(cfg, "warning")
     from edged.lineage import open_store
 
     store = open_store(cfg)
+    known_task(cfg, args.task, store.tasks())
     names = [args.task] if args.task else sorted(set(store.tasks()) | set(cfg.tasks))
     out: dict[str, Any] = {}
     problems: list[str] = []
     for name in names:
         hist, probs = store.history(name)
         problems += probs
-        out[name] = [dict(c.header, path=str(c.path)) for c in hist]
+        out[name] = [dict(c.header, path=str(c.path), **_source(c.header)) for c in hist]
     if args.json:
         print(json.dumps({"tasks": out, "problems": problems}, separators=(",", ":")))
         return 0
@@ -122,8 +143,10 @@ def cmd_model_history(args: argparse.Namespace) -> int:
         print(f"{name}:")
         if not rows:
             print("  no checkpoints")
+        width = max([6] + [len(_parent(h)) for h in rows])
         print(
-            f"  {'version':>7} {'parent':>6}  {'how':<16}{'saved':<22}{'learned':>8}{'accuracy':>10}{'drifts':>7}"
+            f"  {'version':>7} {'parent':>{width}}  {'how':<16}{'saved':<22}{'learned':>8}"
+            f"{'accuracy':>10}{'drifts':>7}"
         )
         for h in rows:
             events = h.get("events") or []
@@ -140,7 +163,7 @@ def cmd_model_history(args: argparse.Namespace) -> int:
             drifts = sum(1 for e in events if e.get("kind") == "drift")
             acc = h.get("metrics", {}).get("accuracy", 0.0)
             print(
-                f"  {h['version']:>7} {h.get('parent') or '-':>6}  {how:<16}{iso(h.get('created')):<22}"
+                f"  {h['version']:>7} {_parent(h):>{width}}  {how:<16}{iso(h.get('created')):<22}"
                 f"{h.get('n_learned', 0):>8}{acc:>10.4f}{drifts:>7}"
             )
     return 0
@@ -149,9 +172,13 @@ def cmd_model_history(args: argparse.Namespace) -> int:
 def cmd_model_rollback(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg, "warning")
-    from edged.lineage import rollback
+    from edged.lineage import open_store, rollback
 
+    known_task(cfg, args.task, open_store(cfg).tasks())
     done = rollback(cfg, args.task, args.version)
+    if done.replaced is None:
+        print(f"{args.task}: version {args.version} is already the current version; nothing changed")
+        return 0
     print(
         f"{args.task}: version {done.model.version} is version {args.version} again (replacing {done.replaced}); "
         f"the service loads it at its next start\n  {done.path}"
@@ -162,8 +189,9 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
 def cmd_model_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg, "warning")
-    from edged.lineage import export_model
+    from edged.lineage import export_model, open_store
 
+    known_task(cfg, args.task, open_store(cfg).tasks())
     header = export_model(cfg, args.task, args.version, Path(args.out), args.key_file)
     print(
         f"{args.task} version {header.get('version')} ({header.get('n_learned')} windows learned) -> {args.out}, "

@@ -5,9 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edged.cli._common import load_config, setup_logging
+from edged.cli._common import load_config, setup_logging, writable_output
+
+if TYPE_CHECKING:
+    from edged.config import Config
+
+
+def _recordings(cfg: Config, path: str | None) -> None:
+    """``run`` and ``check`` play the file sensors' recordings: they must be there."""
+    from edged.config import ConfigError, find_config, recording_problems
+
+    problems = recording_problems(cfg)
+    if problems:
+        raise ConfigError(str(find_config(path)), problems)
 
 
 def bus_problems(cfg: Any) -> list[str]:
@@ -28,6 +40,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from edged.config import find_config
 
     cfg = load_config(args.config)
+    _recordings(cfg, args.config)
     problems = bus_problems(cfg)
     if problems:
         from edged.config import ConfigError
@@ -71,6 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    _recordings(cfg, args.config)
     setup_logging(cfg)
     from edged.app import build_daemon
 
@@ -78,6 +92,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    writable_output(args.predictions, "--predictions")  # before the replay, not after it
+    writable_output(args.plot, "--plot")
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            print("edged: plots need matplotlib: pip install 'edged[plot]'", file=sys.stderr)
+            return 2
     cfg = load_config(args.config)
     setup_logging(cfg, "error")  # drift and model events are in the report (and the plot)
     from edged.replay import format_report, replay
@@ -94,10 +116,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from_state=args.from_state,
             learn=not args.no_learn,
             save=args.save,
+            strict=args.strict,
         )
     finally:
         if out is not None:
             out.close()
+    for w in rep["warnings"]:
+        print(
+            f"edged: warning: {w['file']}: column {w['column']}: {w['problem']} ({w['count']}x)",
+            file=sys.stderr,
+        )
     if args.plot:
         from edged.plots import PlotUnavailable, load_windows, plot_replay
 
@@ -157,6 +185,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="LABELS.json",
         help="with --plot: shade these labelled anomaly windows (NAB's combined_windows.json format, or "
         "../shared/data/nab/labels.json)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="label columns naming no task, unknown classes and unknown columns are errors (exit 2)",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)"
