@@ -365,7 +365,7 @@ def _service_run(config: Path, port: int, run_s: float, tasks: int) -> dict[str,
     sub.connect("127.0.0.1", port)
     sub.loop_start()
     ready.wait(10)
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}  # cache under the state dir
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}  # as the unit runs: no kernel cache
     env["PYTHONPATH"] = str(REPO)
     t0 = time.perf_counter()
     proc = subprocess.Popen(

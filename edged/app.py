@@ -121,12 +121,13 @@ def warm_up(cfg: Config) -> None:
     Logs ``kernels_compiling`` before (``first_start``: no compiled kernels cached yet, the slow
     case of ~10 s on a Pi) and ``kernels_ready`` with the seconds it took, so a first start does
     not look hung."""
-    cache = os.environ.get("NUMBA_CACHE_DIR")
+    # no cache unless the launcher set one (edged.jitcache): then every start compiles
+    cache = os.environ.get("NUMBA_CACHE_DIR") if os.environ.get("EDGED_NUMBA_CACHE") != "0" else None
     first = cache is None or not Path(cache).is_dir() or not any(Path(cache).iterdir())
     log.info(
         "kernels_compiling",
         first_start=first,
-        note="compiling numba kernels; cached for later starts" if first else "loading cached kernels",
+        note="compiling numba kernels (cached only where the launcher sets NUMBA_CACHE_DIR)" if first else "loading cached kernels",
     )
     started = time.monotonic()
     rng = np.random.default_rng(0)

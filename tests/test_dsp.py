@@ -529,9 +529,9 @@ class TestCwruBearings:
         assert np.mean(pred[~train] == y[~train]) >= 0.95
 
 
-def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
-    """The CLI sets the JIT cache under <state.dir> before numba is first imported (else a
-    read-only install recompiles at every start)."""
+def test_numba_cache_is_never_the_state_dir(tmp_path: Path) -> None:
+    """The CLI decides the JIT cache before numba is first imported: no cache at all unless the
+    launcher set NUMBA_CACHE_DIR (the state directory is writable: no place for machine code)."""
     import os
     import subprocess
     import sys
@@ -540,14 +540,15 @@ def test_numba_cache_lands_in_the_state_dir(tmp_path: Path) -> None:
     cfg.write_text((REPO / "config.toml").read_text().replace('dir = "state"', 'dir = "st"'))
     code = (
         "import sys; from edged.cli import load_config; load_config(sys.argv[1]); import edged.app, edged.replay; "
-        "from numba.core import config; print(config.CACHE_DIR)"
+        "from numba.core import config; from pipelines.jit import JIT; print(config.CACHE_DIR, JIT['cache'])"
     )
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "EDGED_NUMBA_CACHE")}
     out = subprocess.run(
         [sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(tmp_path / "st" / "numba-cache")
+    assert out.stdout.split() == ["False"]
+    assert not (tmp_path / "st" / "numba-cache").exists()
 
 
 class TestTaskPipelineDsp:

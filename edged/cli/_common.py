@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edged import jitcache
 
 if TYPE_CHECKING:  # edged.config (pydantic, the drivers, numpy) loads when a command reads a config
     from edged.config import Config
@@ -39,10 +40,10 @@ def writable_output(path: str | None, what: str) -> None:
 
 
 def set_jit_cache(state_dir: str | Path) -> None:
-    """Keep numba's compiled kernels under the state directory, so a restart does not
-    recompile (must run before :mod:`pipelines.features` is imported)."""
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        os.environ["NUMBA_CACHE_DIR"] = str(Path(state_dir) / "numba-cache")
+    """Decide where numba's kernels come from before :mod:`pipelines.features` is imported: never
+    from the state directory, which the service can write (see :mod:`edged.jitcache`)."""
+    del state_dir  # kept for callers; the state directory is no place for executable code
+    jitcache.configure()
 
 
 def load_config(path: str | None, dsp: bool = True) -> Config:
