@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import importlib
 import io
 import json
 import os
@@ -110,52 +111,109 @@ def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> byte
     return key
 
 
-# Everything a TaskModel pickle may reference. A verified file should never contain anything
-# else; refusing other globals means a leaked key still does not give code execution via
-# os.system & co.
-_ALLOWED_MODULE_PREFIXES = ("river.", "pipelines.", "numpy", "collections", "sortedcontainers", "scipy.")
-_ALLOWED_EXACT = {
-    ("builtins", n)
-    for n in (
-        "set",
-        "frozenset",
-        "dict",
-        "list",
-        "tuple",
-        "float",
-        "int",
-        "str",
-        "bytes",
-        "bytearray",
-        "complex",
-        "slice",
-        "range",
-        "bool",
-        "object",
-        "getattr",
-    )
-} | {
-    ("copyreg", "_reconstructor"),
-    ("copyreg", "__newobj__"),
-    ("functools", "partial"),
-    ("math", "inf"),
-    ("_collections_abc", "dict_keys"),
-    ("operator", "itemgetter"),
-    ("operator", "attrgetter"),
-    ("river", "stats"),
-    ("random", "Random"),
+# What a TaskModel pickle may reference: exact (module, qualified name) pairs, listed from the
+# pickles of every configurable learner, detector, drift detector and lifecycle (river 0.26, see
+# tests/test_hardening.py, which re-derives the list). Nothing is matched by prefix and no dotted
+# name is resolved unless it is listed whole, so a signed file (a leaked key, a transfer key)
+# cannot name ``os.system`` through an allowed module (``river.datasets.base`` + ``os.system``)
+# or reach a generic callable (``builtins.getattr``, ``operator.attrgetter``, ``eval``...).
+#
+# Models that can be stored without pickle (arrays + JSON with a schema, e.g. numba fast
+# learners with a ``state_dict()``) should be, and need nothing here.
+_RIVER_CLASSES = {
+    "river.anomaly.hst": ("HalfSpaceTrees",),
+    "river.compose.pipeline": ("Pipeline",),
+    "river.drift.adwin": ("ADWIN",),
+    "river.drift.page_hinkley": ("PageHinkley",),
+    "river.forest.adaptive_random_forest": ("ARFClassifier", "BaseTreeClassifier"),
+    "river.linear_model.softmax": ("SoftmaxRegression",),
+    "river.metrics.accuracy": ("Accuracy",),
+    "river.metrics.confusion": ("ConfusionMatrix",),
+    "river.naive_bayes.gaussian": ("GaussianNB", "GaussianNB._make_gaussian"),
+    "river.neighbors.knn_classifier": ("KNNClassifier",),
+    "river.neighbors.lazy": ("LazySearch",),
+    "river.optim.losses": ("CrossEntropy",),
+    "river.optim.schedulers": ("Constant",),
+    "river.optim.sgd": ("SGD",),
+    "river.preprocessing.scale": ("MinMaxScaler", "StandardScaler"),
+    "river.proba.gaussian": ("Gaussian",),
+    "river.stats.maximum": ("Max",),
+    "river.stats.mean": ("Mean",),
+    "river.stats.minimum": ("Min",),
+    "river.stats.quantile": ("Quantile",),
+    "river.stats.var": ("Var",),
+    "river.tree.hoeffding_adaptive_tree_classifier": ("HoeffdingAdaptiveTreeClassifier",),
+    "river.tree.hoeffding_tree_classifier": ("HoeffdingTreeClassifier",),
+    "river.tree.nodes.arf_htc_nodes": (
+        "RandomLeafMajorityClass",
+        "RandomLeafNaiveBayes",
+        "RandomLeafNaiveBayesAdaptive",
+    ),
+    "river.tree.nodes.branch": ("NumericBinaryBranch",),
+    "river.tree.nodes.hatc_nodes": ("AdaLeafClassifier", "AdaNumBinaryBranchClass"),
+    "river.tree.nodes.htc_nodes": ("LeafMajorityClass", "LeafNaiveBayes", "LeafNaiveBayesAdaptive"),
+    "river.tree.padded": ("PaddedBranch", "PaddedLeaf"),
+    "river.tree.splitter.gaussian_splitter": ("GaussianSplitter",),
+    "river._river_rust.drift": ("AdaptiveWindowing",),
+    "river._river_rust.stats": ("RsQuantile",),
+    "river._river_rust.vectordict": ("euclidean_distance_tuple",),
+    "pipelines.evaluation": ("Prequential",),
+    "pipelines.learners": (
+        "TaskModel",
+        "LifecycleParams",
+        "HoeffdingTreeParams",
+        "HoeffdingAdaptiveTreeParams",
+        "ARFParams",
+        "LogisticParams",
+        "GaussianNBParams",
+        "KNNParams",
+        "HalfSpaceTreesParams",
+    ),
+    # containers and scalars
+    "builtins": ("float", "int", "tuple", "list", "dict", "set", "frozenset", "complex", "bytes", "str"),
+    "collections": ("Counter", "OrderedDict", "defaultdict", "deque"),
+    "random": ("Random",),
+    # defaultdict factories in river: they only combine or copy objects that passed this list
+    # (deepcopy rebuilds an object through its own class, never through a name in the file).
+    "functools": ("partial",),
+    "copy": ("deepcopy",),
 }
+MODEL_GLOBALS = frozenset((m, n) for m, names in _RIVER_CLASSES.items() for n in names)
+
+# Bound methods are pickled as getattr(instance, name). getattr itself is a generic gadget
+# (getattr(f, "__globals__") ...), so it is replaced by a getattr that returns only these methods
+# of these classes: (module, class, method).
+BOUND_METHODS = frozenset(
+    {
+        ("river.drift.page_hinkley", "PageHinkley", "_test_increase"),
+        ("river.drift.page_hinkley", "PageHinkley", "_test_decrease"),
+        ("river.drift.page_hinkley", "PageHinkley", "_test_both"),
+    }
+)
+
+
+def _bound_method(obj: Any, name: str) -> Any:
+    cls = type(obj)
+    if (cls.__module__, cls.__qualname__, name) not in BOUND_METHODS:
+        raise pickle.UnpicklingError(
+            f"checkpoint asks for attribute {name!r} of {cls.__module__}.{cls.__qualname__}, "
+            "which a model never contains"
+        )
+    return getattr(obj, name)
 
 
 class _ModelUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (
-            (module, name) in _ALLOWED_EXACT
-            or module == "river"
-            or module.startswith(_ALLOWED_MODULE_PREFIXES)
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}, which a model never contains")
+        if (module, name) == ("builtins", "getattr"):
+            return _bound_method
+        if (module, name) not in MODEL_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"checkpoint refers to {module}.{name}, which a model never contains"
+            )
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):  # only names listed whole get here
+            obj = getattr(obj, part)
+        return obj
 
 
 @dataclass(frozen=True)
@@ -207,11 +265,17 @@ def decode_checkpoint(data: bytes, key: bytes, source: str) -> tuple[dict[str, A
 
 
 def unpickle_model(payload: bytes, source: str) -> Any:
-    """Unpickle a verified payload through the restricted unpickler."""
+    """Unpickle a verified payload through the restricted unpickler; anything but a TaskModel is
+    refused like a corrupt file (StateError), so the caller falls back to an older checkpoint."""
+    from pipelines.learners import TaskModel
+
     try:
-        return _ModelUnpickler(io.BytesIO(payload)).load()
+        model = _ModelUnpickler(io.BytesIO(payload)).load()
     except Exception as exc:
         raise StateError(f"{source}: verified but cannot be loaded with this software: {exc}") from None
+    if type(model) is not TaskModel:
+        raise StateError(f"{source}: verified but holds a {type(model).__name__}, not a model; refusing it")
+    return model
 
 
 _NAME = re.compile(r"^ckpt-(\d{8})-v(\d{1,9})\.edgedmodel$")

@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,3 +68,213 @@ class TestNumbaCacheIsNotLoadedFromTheStateDir:
         assert not marker.exists(), "a numba index file in the state directory was unpickled"
         control = run(dict(base, NUMBA_CACHE_DIR=str(cache)))  # explicitly trusted by the launcher
         assert marker.exists(), (control.returncode, control.stderr[-2000:])
+
+
+# -- finding 2: no pickle code path that a file can steer ------------------------------------------------
+def _small_model(n: int = 6) -> Any:
+    from pipelines.learners import HalfSpaceTreesParams, HoeffdingTreeParams, TaskModel
+
+    m = TaskModel(
+        "activity",
+        HoeffdingTreeParams(model="hoeffding_tree"),
+        HalfSpaceTreesParams(model="half_space_trees", warmup=0),
+        fingerprint="fp1",
+    )
+    for i in range(n):
+        x = {"a": float(i % 2), "b": 1.0 - i % 2}
+        m.score(x)
+        m.learn(x, "on" if i % 2 else "off", m.predict(x)[0])
+    return m
+
+
+def _global(module: str, name: str) -> bytes:
+    """Protocol-4 opcodes pushing ``module.name`` (STACK_GLOBAL: dotted names allowed by pickle)."""
+    return _str(module) + _str(name) + pickle.STACK_GLOBAL
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return pickle.SHORT_BINUNICODE + bytes([len(b)]) + b
+
+
+def _call(func: bytes, *args: bytes) -> bytes:
+    return func + pickle.MARK + b"".join(args) + pickle.TUPLE + pickle.REDUCE
+
+
+def _program(body: bytes) -> bytes:
+    return pickle.PROTO + b"\x04" + body + pickle.STOP
+
+
+class _Reduce:
+    def __init__(self, cmd: str) -> None:
+        self.cmd = cmd
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (self.cmd,))
+
+
+class _Nested:  # the gadget hidden inside an otherwise plausible object
+    def __init__(self, cmd: str) -> None:
+        self.inner = [1.0, {"x": _Reduce(cmd)}]
+
+
+def _gadgets(cmd: str) -> dict[str, bytes]:
+    """Pickles that run ``cmd`` if the unpickler lets them."""
+
+    getattr_ = _global("builtins", "getattr")
+    # getattr(getattr(getattr(random.Random.__init__, "__globals__"), "get")("_os"), "system")(cmd)
+    init = _call(getattr_, _global("random", "Random"), _str("__init__"))
+    glob = _call(getattr_, init, _str("__globals__"))
+    os_mod = _call(_call(getattr_, glob, _str("get")), _str("_os"))
+    via_getattr = _call(_call(getattr_, os_mod, _str("system")), _str(cmd))
+    # operator.attrgetter("__init__.__globals__")(random.Random)["_os"] ... through attrgetter
+    ag = _call(_call(_global("operator", "attrgetter"), _str("_os.system")), _global("random", "Random"))
+    via_attrgetter = _call(
+        _call(_global("operator", "attrgetter"), _str("__init__.__globals__")), _global("random", "Random")
+    )
+    return {
+        "reduce": pickle.dumps(_Reduce(cmd), protocol=pickle.HIGHEST_PROTOCOL),
+        "nested_reduce": pickle.dumps(_Nested(cmd), protocol=pickle.HIGHEST_PROTOCOL),
+        "dotted_in_river_module": _program(_call(_global("river.datasets.base", "os.system"), _str(cmd))),
+        "dotted_in_allowed_module": _program(_call(_global("random", "_os.system"), _str(cmd))),
+        "dotted_in_model_module": _program(_call(_global("pipelines.learners", "os.system"), _str(cmd))),
+        "dotted_from_model_class": _program(
+            _call(_global("river.naive_bayes.gaussian", "GaussianNB.__init__.__globals__.get"), _str("os"))
+        ),
+        "builtins_getattr": _program(via_getattr),
+        "operator_attrgetter": _program(_call(ag, _str(cmd))),
+        "operator_attrgetter_globals": _program(via_attrgetter),
+        "eval": _program(_call(_global("builtins", "eval"), _str(f"__import__('os').system({cmd!r})"))),
+        "partial_of_system": _program(
+            _call(_call(_global("functools", "partial"), _global("os", "system"), _str(cmd)))
+        ),
+        "deepcopy_of_reduce": _program(
+            _call(_global("copy", "deepcopy"), pickle.dumps(_Reduce(cmd), protocol=0)[:-1])
+        ),
+    }
+
+
+class TestRestrictedUnpickler:
+    """Finding 2: a verified payload (signed with the right key) never runs code; a verified
+    payload that is not a model falls back like a corrupt file."""
+
+    def test_every_learner_configuration_still_round_trips(self) -> None:
+        """The exact allow-list covers every configurable learner, detector and lifecycle."""
+        import random
+
+        from edged.state import unpickle_model
+        from pipelines.learners import (
+            ARFParams,
+            GaussianNBParams,
+            HalfSpaceTreesParams,
+            HoeffdingAdaptiveTreeParams,
+            HoeffdingTreeParams,
+            KNNParams,
+            LifecycleParams,
+            LogisticParams,
+            TaskModel,
+        )
+
+        rng = random.Random(2)
+        clfs: list[Any] = [
+            HoeffdingTreeParams(model="hoeffding_tree", leaf_prediction=lp, grace_period=20)
+            for lp in ("mc", "nb", "nba")
+        ]
+        clfs += [
+            HoeffdingAdaptiveTreeParams(model="hoeffding_adaptive_tree", grace_period=20),
+            ARFParams(model="arf", n_models=2, grace_period=20),
+            LogisticParams(model="logistic"),
+            GaussianNBParams(model="gaussian_nb"),
+            KNNParams(model="knn", window_size=50),
+        ]
+        for c in clfs:
+            for lc in (
+                LifecycleParams(),
+                LifecycleParams(drift_detector="page_hinkley", challenger=c, min_windows=10, window=20),
+            ):
+                m = TaskModel(
+                    "t",
+                    c,
+                    HalfSpaceTreesParams(model="half_space_trees", warmup=5, window_size=20),
+                    fingerprint="x",
+                    lifecycle=lc,
+                )
+                for i in range(600):
+                    k = i % 3 if i < 300 else (i // 3) % 3
+                    x = {"a": rng.gauss(k * 3, 1), "b": rng.gauss(-k, 1), "c": float(i % 5)}
+                    m.score(x)
+                    m.learn(x, ["off", "idle", "run"][k], m.predict(x)[0])
+                back = unpickle_model(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), "test")
+                x = {"a": 3.0, "b": -1.0, "c": 1.0}
+                assert back.predict(x) == m.predict(x), (c, lc)
+
+    def test_signed_gadgets_never_run_and_the_older_checkpoint_loads(self, tmp_path: Path) -> None:
+        """Each gadget, signed with the state key as the newest checkpoint, is refused at start
+        (load_latest) and the previous good checkpoint is used; no marker file appears."""
+        from edged.state import ModelStore, load_key
+
+        store = ModelStore(tmp_path / "state", load_key(tmp_path / "state", None), keep=50)
+        good = _small_model()
+        store.save("activity", good, {"fingerprint": "fp1", "version": 1, "n": "good"})
+        for name, payload in _gadgets(f"touch {tmp_path}/pwned").items():
+            marker = tmp_path / "pwned"
+            path = store.save("activity", good, {"fingerprint": "fp1", "version": 1, "n": name})
+            header, _ = store.read_header(path)
+            _resign(store, path, header, payload)
+            ckpt, model, problems = store.load_latest("activity", "fp1")
+            assert not marker.exists(), f"gadget {name} ran"
+            assert model is not None and ckpt is not None and ckpt.header["n"] == "good", name
+            assert problems and "verified but" in problems[0], (name, problems)
+            path.unlink()
+
+    def test_signed_payload_that_is_not_a_model_falls_back(self, tmp_path: Path) -> None:
+        """A verified payload holding plain data (no gadget) is refused like a corrupt file."""
+        from edged.state import ModelStore, load_key
+
+        store = ModelStore(tmp_path / "state", load_key(tmp_path / "state", None))
+        store.save("activity", _small_model(), {"fingerprint": "fp1", "n": "good"})
+        for data in ({"a": 1}, 42, [1.0, 2.0], None):
+            path = store.save("activity", _small_model(), {"fingerprint": "fp1", "n": "bad"})
+            header, _ = store.read_header(path)
+            _resign(store, path, header, pickle.dumps(data))
+            ckpt, _, problems = store.load_latest("activity", "fp1")
+            assert ckpt is not None and ckpt.header["n"] == "good" and "not a model" in problems[0]
+            path.unlink()
+
+    def test_import_signed_with_the_transfer_key_never_runs_a_gadget(self, tmp_path: Path) -> None:
+        """``edged model import`` of gadget files signed with the transfer key: refused, no marker."""
+        from edged.app import fingerprint, task_rate
+        from edged.config import load
+        from edged.state import encode_checkpoint
+
+        cfg_path = tmp_path / "config.toml"
+        cfg_path.write_text((REPO / "config.toml").read_text())
+        cfg, _ = load(str(cfg_path))
+        fp = fingerprint(cfg.tasks["activity"], task_rate(cfg, cfg.tasks["activity"]))
+        key = tmp_path / "transfer.key"
+        key.write_text("t" * 32)
+        env = dict(os.environ, EDGED_NUMBA_CACHE="0")
+        gadgets = _gadgets(f"touch {tmp_path}/pwned")
+        for name in ("reduce", "dotted_in_river_module", "builtins_getattr", "operator_attrgetter"):
+            f = tmp_path / f"{name}.edgedmodel"
+            header = {"task": "activity", "fingerprint": fp, "version": 1, "number": 1}
+            f.write_bytes(encode_checkpoint(header, gadgets[name], b"t" * 32))
+            argv = ["model", "import", str(f), "--key-file", str(key), "-c", str(cfg_path)]
+            r = subprocess.run(
+                [sys.executable, "-m", "edged", *argv],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=120,
+            )
+            assert not (tmp_path / "pwned").exists(), f"gadget {name} ran on import"
+            assert r.returncode == 1 and "verified but" in r.stderr, (name, r.stderr[-1000:])
+
+
+def _resign(store: Any, path: Path, header: dict[str, Any], payload: bytes) -> None:
+    """Replace a checkpoint's payload and sign it properly with the store's key (a leaked key)."""
+    from edged.state import encode_checkpoint
+
+    h = {k: v for k, v in header.items() if k not in ("hmac", "payload_bytes", "payload_sha256")}
+    path.write_bytes(encode_checkpoint(h, payload, store.key))
