@@ -36,6 +36,7 @@ from typing import Any
 MAGIC = b"EDGEDCKPT1\n"
 KEY_CREDENTIAL = "edged-state-key"
 MAX_HEADER = 1 << 20
+COUNTER_FILE = "checkpoints.counter"
 
 
 class StateError(Exception):
@@ -105,10 +106,42 @@ def load_key(state_dir: Path, key_file: str | None, create: bool = True) -> byte
         return read_key(p, "state key")
     if not create:
         raise StateError(f"no state key at {p} (configure state.key_file or the {KEY_CREDENTIAL} credential)")
+    signed = signed_state(state_dir)
+    if signed:
+        # A new key would make every checkpoint unverifiable, and the models would silently
+        # start over (and pruning would then delete the old files): never do that implicitly.
+        raise StateError(
+            f"no state key at {p}, but {signed} in {state_dir} was signed with one. Restore the key "
+            f"(or configure state.key_file / the {KEY_CREDENTIAL} credential), or start over "
+            "deliberately with `edged keys init --discard-models` (the old checkpoints stay on disk, "
+            "unverifiable)"
+        )
+    return new_key(p)
+
+
+def new_key(path: Path) -> bytes:
+    """Generate a key file at ``path`` (mode 0600); refuses to overwrite one."""
     key = secrets.token_hex(32).encode()
-    ensure_dir(state_dir)
-    atomic_write(p, key + b"\n", 0o600)
+    ensure_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never replaces a key
+    try:
+        os.write(fd, key + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return key
+
+
+def signed_state(state_dir: Path) -> str | None:
+    """What in ``state_dir`` was signed with a state key (checkpoints, the counter), or None."""
+    if (state_dir / COUNTER_FILE).exists():
+        return COUNTER_FILE
+    models = state_dir / "models"
+    if models.is_dir():
+        for d in models.iterdir():
+            if d.is_dir() and any(_NAME.match(f.name) for f in d.iterdir()):
+                return f"models/{d.name}"
+    return None
 
 
 # What a TaskModel pickle may reference: exact (module, qualified name) pairs, listed from the
@@ -292,6 +325,7 @@ class ModelStore:
         self.root = ensure_dir(state_dir / "models")
         self.key = key
         self.keep = keep
+        self.counter = Counter(state_dir / COUNTER_FILE, key)
 
     def _dir(self, task: str) -> Path:
         return ensure_dir(self.root / task)
@@ -318,11 +352,16 @@ class ModelStore:
         """Write a new checkpoint of ``model`` with ``meta`` in its header; prune old ones."""
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         files = self.files(task)
-        number = int(_NAME.match(files[0].name).group(1)) + 1 if files else 1  # type: ignore[union-attr]
+        newest = int(_NAME.match(files[0].name).group(1)) if files else 0  # type: ignore[union-attr]
+        floor = self.counter.get(task)
+        number = max(newest, floor["number"]) + 1  # a number is never used twice, even after deletions
         version = int(meta.get("version", getattr(model, "version", 0)))
-        header = dict(meta, task=task, created=time.time(), number=number, version=version)
+        # task, number and version are in the signed header and must match the file's place and
+        # name when it is loaded: a renamed or copied file is refused.
+        header = dict(meta, task=task, created=time.time(), number=number, version=version, bound=1)
         path = self._dir(task) / f"ckpt-{number:08d}-v{version}.edgedmodel"
         atomic_write(path, encode_checkpoint(header, payload, self.key))
+        self.counter.advance(task, number, max(version, int(getattr(model, "max_version", 0) or 0)))
         self._prune(task)
         return path
 
@@ -342,12 +381,25 @@ class ModelStore:
                     old.unlink()
 
     def read_header(self, path: Path) -> tuple[dict[str, Any], bytes]:
-        """Header and payload of a checkpoint whose integrity and HMAC verify; raises StateError."""
+        """Header and payload of a checkpoint whose integrity and HMAC verify and whose signed task,
+        save number and version are the file's own (directory and name); raises StateError."""
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        return decode_checkpoint(data, self.key, str(path))
+        header, payload = decode_checkpoint(data, self.key, str(path))
+        m = _NAME.match(path.name)
+        if m is not None and (
+            header.get("task") != path.parent.name
+            or header.get("number") != int(m.group(1))
+            or header.get("version") != int(m.group(2))
+        ):
+            raise StateError(
+                f"{path}: signed as save {header.get('number')} (version {header.get('version')}) of "
+                f"task {header.get('task')!r}, but its name or directory says otherwise (renamed or "
+                "copied); refusing it"
+            )
+        return header, payload
 
     def load(self, path: Path) -> tuple[dict[str, Any], Any]:
         """Verify then unpickle one checkpoint."""
@@ -383,7 +435,17 @@ class ModelStore:
 
         Returns (checkpoint or None, model or None, problems met on the way)."""
         problems: list[str] = []
-        for path in self.files(task):
+        files = self.files(task)
+        floor, why = self.counter.check(task)
+        if why:
+            problems.append(why)
+        newest = max((int(m.group(1)) for p in files if (m := _NAME.match(p.name))), default=0)
+        if floor["number"] > newest:
+            problems.append(
+                f"{self.root / task}: save {floor['number']} of task {task!r} was written, but the newest "
+                f"file is save {newest}: checkpoints were deleted or an older copy restored (rollback)"
+            )
+        for path in files:
             try:
                 header, model = self.load(path)
             except StateError as exc:
@@ -392,5 +454,88 @@ class ModelStore:
             if header.get("fingerprint") != fingerprint:
                 problems.append(f"{path}: trained on a different feature layout (config changed); not used")
                 continue
+            if hasattr(model, "max_version"):  # versions handed out before a rollback are not reused
+                model.max_version = max(int(model.max_version), floor["version"])
             return Checkpoint(path, header), model, problems
         return None, None, problems
+
+
+class Counter:
+    """The highest checkpoint save number and model version per task, kept apart from the
+    checkpoints (``<state dir>/checkpoints.counter``, HMAC-signed JSON) and only ever raised.
+
+    It detects a rollback by file manipulation in the models directory (newer checkpoints deleted,
+    an older copy of the directory restored), which the checkpoints' own signatures cannot: each
+    old file is still genuine. Someone who can also restore an old copy of this file together
+    with the checkpoints (a whole-directory backup) is not detected; see docs/security.md."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self.path = path
+        self.key = key
+        self._values: dict[str, dict[str, int]] = {}
+        self.problem: str | None = None
+        self._read()
+
+    def _mac(self, body: bytes) -> str:
+        return hmac.new(self.key, b"EDGEDCOUNTER1\n" + body, hashlib.sha256).hexdigest()
+
+    def _read(self) -> None:
+        try:
+            raw = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.problem = f"{self.path}: unreadable checkpoint counter ({exc}); rollback not checked"
+            return
+        tasks = raw.get("tasks") if isinstance(raw, dict) else None
+        mac = raw.get("hmac") if isinstance(raw, dict) else None
+        ok = (
+            isinstance(tasks, dict)
+            and isinstance(mac, str)
+            and hmac.compare_digest(self._mac(canonical(tasks)), mac)
+            and all(
+                isinstance(v, dict)
+                and all(type(v.get(k)) is int and v[k] >= 0 for k in ("number", "version"))
+                for v in tasks.values()
+            )
+        )
+        if not ok:
+            self.problem = f"{self.path}: checkpoint counter does not verify (tampered); rollback not checked"
+            return
+        assert isinstance(tasks, dict)
+        self._values = {str(t): {"number": v["number"], "version": v["version"]} for t, v in tasks.items()}
+
+    def get(self, task: str) -> dict[str, int]:
+        return dict(self._values.get(task, {"number": 0, "version": 0}))
+
+    def check(self, task: str) -> tuple[dict[str, int], str | None]:
+        """The floor for ``task`` and a problem to report (counter missing or tampered) or None."""
+        if self.problem:
+            return self.get(task), self.problem
+        if not self.path.exists() and any(
+            b'"bound":1' in _head(p) for p in (self.path.parent / "models" / task).glob("ckpt-*.edgedmodel")
+        ):
+            return self.get(task), (
+                f"{self.path}: missing, though checkpoints of task {task!r} were written with it "
+                "(deleted, or an older state directory restored); rollback not checked"
+            )
+        return self.get(task), None
+
+    def advance(self, task: str, number: int, version: int) -> None:
+        cur = self.get(task)
+        new = {"number": max(cur["number"], number), "version": max(cur["version"], version)}
+        if new == cur and self.path.exists():
+            return
+        self._values[task] = new
+        tasks = {t: self._values[t] for t in sorted(self._values)}
+        atomic_write(self.path, canonical({"tasks": tasks, "hmac": self._mac(canonical(tasks))}))
+        self.problem = None
+
+
+def _head(path: Path) -> bytes:
+    """The first line after the magic of a checkpoint file (its header), or b""."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_HEADER + len(MAGIC)).split(b"\n", 2)[1]
+    except (OSError, IndexError):
+        return b""

@@ -278,3 +278,103 @@ def _resign(store: Any, path: Path, header: dict[str, Any], payload: bytes) -> N
 
     h = {k: v for k, v in header.items() if k not in ("hmac", "payload_bytes", "payload_sha256")}
     path.write_bytes(encode_checkpoint(h, payload, store.key))
+
+
+# -- finding 5 (checkpoints) and 6 (key): monotonic truth across file manipulation -------------------------
+def _store(state: Path) -> Any:
+    from edged.state import ModelStore, load_key
+
+    return ModelStore(state, load_key(state, None), keep=10)
+
+
+def _save(store: Any, task: str, version: int, tag: str) -> Path:
+    m = _small_model()
+    m.version = version
+    m.max_version = max(m.max_version, version)
+    return store.save(task, m, {"fingerprint": "fp1", "version": version, "tag": tag})
+
+
+class TestCheckpointRollback:
+    """Checkpoint numbers and task names are bound under the signature; a rollback by file
+    manipulation is detected with a counter kept apart from the checkpoints."""
+
+    def test_renamed_to_a_higher_number_is_refused(self, tmp_path: Path) -> None:
+        """An old genuine file renamed to look newest is refused; the true newest loads."""
+        store = _store(tmp_path / "state")
+        old = _save(store, "activity", 1, "old")
+        _save(store, "activity", 2, "new")
+        os.replace(old, old.with_name("ckpt-00000009-v1.edgedmodel"))
+        ckpt, _, problems = store.load_latest("activity", "fp1")
+        assert ckpt is not None and ckpt.header["tag"] == "new"
+        assert any("renamed or copied" in q for q in problems), problems
+
+    def test_deleting_newer_checkpoints_is_detected_and_versions_not_reused(self, tmp_path: Path) -> None:
+        """Deleting the newest saves is reported as a rollback; the restored model's next version
+        is above every version handed out before."""
+        store = _store(tmp_path / "state")
+        for v in (1, 2, 3):
+            _save(store, "activity", v, f"v{v}")
+        for p in store.files("activity")[:2]:
+            p.unlink()
+        ckpt, model, problems = store.load_latest("activity", "fp1")
+        assert ckpt is not None and ckpt.header["tag"] == "v1"
+        assert any("rollback" in q for q in problems), problems
+        model.new_version("recovery")
+        assert model.version == 4
+        again = _store(tmp_path / "state")  # a save after the rollback continues the numbering
+        path = again.save("activity", model, {"fingerprint": "fp1", "version": model.version})
+        assert path.name == "ckpt-00000004-v4.edgedmodel"
+
+    def test_checkpoint_copied_between_tasks_is_refused(self, tmp_path: Path) -> None:
+        """Two tasks with the same layout: a file of one copied into the other's directory is refused."""
+        store = _store(tmp_path / "state")
+        _save(store, "maintenance", 1, "maint")
+        src = _save(store, "activity", 7, "act")
+        for _ in range(3):
+            _save(store, "maintenance", 1, "maint")
+        dst = store.root / "maintenance" / "ckpt-00000050-v7.edgedmodel"
+        dst.write_bytes(src.read_bytes())
+        ckpt, _, problems = store.load_latest("maintenance", "fp1")
+        assert ckpt is not None and ckpt.header["tag"] == "maint"
+        assert any("renamed or copied" in q for q in problems), problems
+
+    def test_tampered_or_deleted_counter_is_reported(self, tmp_path: Path) -> None:
+        """The counter is signed: an edited counter, or a deleted one, is a reported problem."""
+        state = tmp_path / "state"
+        store = _store(state)
+        _save(store, "activity", 1, "a")
+        counter = state / "checkpoints.counter"
+        counter.write_text(counter.read_text().replace('"number":1', '"number":0'))
+        _, _, problems = _store(state).load_latest("activity", "fp1")
+        assert any("does not verify" in q for q in problems), problems
+        counter.unlink()
+        _, _, problems = _store(state).load_latest("activity", "fp1")
+        assert any("counter" in q and "missing" in q for q in problems), problems
+
+
+class TestMissingKey:
+    """Finding 6: deleting the key never silently makes a new one that discards the models."""
+
+    def test_missing_key_with_checkpoints_is_an_error_with_the_fix(self, tmp_path: Path) -> None:
+        """No key but signed checkpoints: StateError naming ``edged keys init``; files untouched."""
+        import pytest
+
+        from edged.state import StateError, load_key
+
+        state = tmp_path / "state"
+        store = _store(state)
+        _save(store, "activity", 1, "a")
+        before = sorted(p.name for p in store.files("activity"))
+        (state / "state.key").unlink()
+        with pytest.raises(StateError, match="edged keys init"):
+            load_key(state, None)
+        assert not (state / "state.key").exists()
+        assert sorted(p.name for p in store.files("activity")) == before
+
+    def test_fresh_state_dir_gets_a_key(self, tmp_path: Path) -> None:
+        """A state directory without any checkpoint (a fresh clone, a new gateway) gets a key."""
+        from edged.state import load_key
+
+        key = load_key(tmp_path / "fresh", None)
+        assert len(key) == 64 and (tmp_path / "fresh" / "state.key").stat().st_mode & 0o077 == 0
+        assert load_key(tmp_path / "fresh", None) == key
