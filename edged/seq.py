@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -76,7 +76,11 @@ class SeqStore:
         assert self.path is not None
         merged = dict(self._reserved)
         merged.update(values)
-        atomic_write(self.path, canonical({"next": merged}))
+        atomic_write(self.path, canonical({"next": merged, **self._extra()}))
+
+    def _extra(self) -> dict[str, Any]:
+        """More fields for the file (a subclass records what it needs to check the floor)."""
+        return {}
 
     def close(self) -> None:
         """Record the exact next values (clean stop)."""
@@ -85,22 +89,59 @@ class SeqStore:
             self._write(self._next)
 
 
+def _floor_mark(path: Path | None) -> int | None:
+    """The spool's highest message id recorded in the floor file at its last write, if any."""
+    if path is None:
+        return None
+    try:
+        v = json.loads(path.read_text()).get("spool_high_water")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return v if type(v) is int else None
+
+
 class SpoolSeq(SeqStore):
     """Prediction ``seq`` counters backed by the spool (exact after a crash), with ``seq.json``
     kept as a reservation floor for when the spool file itself is lost.
 
-    Start value per task: the spool's counter (committed with the last spooled prediction); if the
-    spool has none (first start with a spool, or the spool was lost), the floor file's reservation
-    (>= anything ever handed out, so a jump ahead but never a repeat); else 0."""
+    Start value per task: the maximum of every durable floor, the spool's counter (committed with
+    the last spooled prediction) and the floor file's reservation (>= anything ever handed out), so
+    a jump ahead after a crash but never a repeat, also when the spool is lost, replaced by an
+    older copy, or lost its WAL tail. A spool behind the floor by more than a crash can explain
+    (more than the reservation), or whose highest message id is below the one recorded in the
+    floor file, was restored from an older copy: that is reported in ``problems`` (an alert)."""
 
     def __init__(self, spool: Spool, floor_path: Path | None) -> None:
         super().__init__(floor_path)
         self.spool = spool
         durable = spool.seq_counters()
-        self.source = "spool" if durable else ("seq.json" if self._next else "none")
+        sources = {"spool"} if durable else set()
         for task, n in durable.items():
-            self._next[task] = n
+            floor = self._next.get(task, 0)
+            if floor > n:
+                sources.add("seq.json")
+                if floor - n > self.reserve + 1:
+                    self.problems.append(
+                        f"{spool.path}: seq of task {task!r} is {n} in the spool but {floor} in "
+                        f"{floor_path.name if floor_path else 'the floor'}: an older spool was restored "
+                        "(or lost its last commits); seq continues from the higher value"
+                    )
+            self._next[task] = max(n, floor)
             self._reserved[task] = max(self._reserved.get(task, 0), n)
+        if self._next and not durable:
+            sources.add("seq.json")
+        self.source = "+".join(sorted(sources)) or "none"
+        mark, high = _floor_mark(floor_path), spool.high_water()
+        if mark is not None and high is not None and high < mark and not self.problems:
+            self.problems.append(
+                f"{spool.path}: the spool's newest message id is {high}, but {mark} was reached before "
+                "(seq.json): an older spool was restored, or the spool lost its last commits; seq "
+                "continues from the highest floor"
+            )
+
+    def _extra(self) -> dict[str, Any]:
+        high = self.spool.high_water() if hasattr(self, "spool") else None
+        return {"spool_high_water": high} if high is not None else {}
 
     def next(self, task: str) -> int:
         try:

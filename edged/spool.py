@@ -15,8 +15,10 @@ Layout (one file ``<state dir>/spool.db``):
 * ``msg(id, t, prio, kind, topic, payload, retain)``: messages in send order (``id`` is
   AUTOINCREMENT, never reused); ``t`` is the *spool clock*.
 * ``seq(task, next)``: the next prediction ``seq`` per task, committed in the same transaction as
-  the prediction that used the previous one. After a crash, seq continues exactly after the last
-  prediction that was spooled: no false gap and never a repeat (nothing unspooled was ever sent).
+  the prediction that used the previous one. At start, seq continues from the highest durable
+  floor (this counter or the ``seq.json`` reservation, see :class:`edged.seq.SpoolSeq`): never a
+  repeat, also when the spool was replaced by an older copy; after a crash, a gap of at most the
+  reservation.
 * ``meta(key, value)``: the spool clock and cumulative counters (spooled, sent, dropped per kind
   and reason), so drops are reported even if the process dies before its next summary.
 
@@ -85,6 +87,17 @@ class SpoolLimits:
     retry_s: float = 5.0
 
 
+_COLUMNS = {
+    "msg": ("id", "t", "prio", "kind", "topic", "payload", "retain"),
+    "seq": ("task", "next"),
+    "meta": ("key", "value"),
+}
+
+
+class _BadContents(Exception):
+    """A readable database whose contents this code never writes (wrong types, schema, values)."""
+
+
 class Spool:
     """The outgoing message spool (see module docstring)."""
 
@@ -122,32 +135,62 @@ class Spool:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            db = spooldb.connect(self.path, self.limits.sync)
+            self._db = spooldb.connect(self.path, self.limits.sync)
+            self._load()
+        except _BadContents as exc:  # a valid database with contents this code never writes
+            self._close_db()
+            self._replace_corrupt(f"bad contents: {exc}")
         except sqlite3.OperationalError:
+            self._close_db()
             raise  # disk full, permissions, locked: not corruption; handled by the caller
         except sqlite3.DatabaseError as exc:  # "file is not a database", malformed, failed check
-            aside = spooldb.move_aside(self.path)
-            self.problems.append(
-                f"{self.path}: unreadable spool ({exc}); moved aside to {aside.name}, "
-                "messages in it are lost; starting an empty spool"
-            )
-            log.error("spool_corrupt", path=str(self.path), error=str(exc), moved_to=str(aside))
-            db = spooldb.connect(self.path, self.limits.sync)
+            self._close_db()
+            self._replace_corrupt(str(exc))
         with contextlib.suppress(OSError):
             os.chmod(self.path, 0o600)
-        self._db = db
+
+    def _replace_corrupt(self, why: str) -> None:
+        aside = spooldb.move_aside(self.path)
+        self.problems.append(
+            f"{self.path}: unreadable spool ({why}); moved aside to {aside.name}, "
+            "messages in it are lost; starting an empty spool"
+        )
+        log.error("spool_corrupt", path=str(self.path), error=why, moved_to=str(aside))
+        self.totals.clear()
+        self._db = spooldb.connect(self.path, self.limits.sync)
         self._load()
 
     def _load(self) -> None:
+        """Read counters and the seq table, checking that every value is what this code writes
+        (raises _BadContents otherwise: the file is then moved aside like a corrupt one)."""
         assert self._db is not None
         db = self._db
+        for table, cols in _COLUMNS.items():
+            have = tuple(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
+            if have != cols:
+                raise _BadContents(f"table {table} has columns {have}, expected {cols}")
+        bad = db.execute(
+            "SELECT COUNT(*) FROM msg WHERE typeof(id) != 'integer' OR typeof(t) NOT IN ('real', 'integer') "
+            "OR typeof(prio) != 'integer' OR typeof(kind) != 'text' OR typeof(topic) != 'text' "
+            "OR typeof(payload) NOT IN ('blob', 'text') OR typeof(retain) != 'integer' "
+            f"OR kind NOT IN ({','.join(repr(k) for k in KINDS)})"
+        ).fetchone()[0]
+        if bad:
+            raise _BadContents(f"{bad} messages with values of the wrong type or kind")
         self._count, self._bytes = spooldb.size(db)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        for k, v in meta.items():
+            if not isinstance(k, str) or type(v) not in (int, float) or not (0 <= v < 1e18):
+                raise _BadContents(f"meta {k!r} = {v!r}")
         self._clock_base = float(meta.pop("clock", 0.0))
         self._mono0 = self._mono()
         for k, v in meta.items():
             self.totals[k] = int(v)
-        self._seq_durable = {str(t): int(n) for t, n in db.execute("SELECT task, next FROM seq")}
+        seq = db.execute("SELECT task, next FROM seq").fetchall()
+        for t, n in seq:
+            if not isinstance(t, str) or type(n) is not int or not (0 <= n < 1 << 62):
+                raise _BadContents(f"seq {t!r} = {n!r}")
+        self._seq_durable = {t: n for t, n in seq}
         self._cursor = 0
 
     def _close_db(self) -> None:
@@ -166,6 +209,17 @@ class Spool:
         """Next seq per task as durably recorded with the last spooled prediction."""
         with self._lock:
             return dict(self._seq_durable)
+
+    def high_water(self) -> int | None:
+        """The highest message id ever assigned (ids only grow), or None when unknown."""
+        with self._lock:
+            if self._db is None:
+                return None
+            try:
+                row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msg'").fetchone()
+            except sqlite3.Error:
+                return None
+            return int(row[0]) if row is not None and type(row[0]) is int else 0
 
     def note_seq(self, task: str, next_value: int) -> None:
         """Record that ``next_value`` is now the next seq of ``task`` (written with the next commit)."""

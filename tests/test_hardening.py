@@ -378,3 +378,118 @@ class TestMissingKey:
         key = load_key(tmp_path / "fresh", None)
         assert len(key) == 64 and (tmp_path / "fresh" / "state.key").stat().st_mode & 0o077 == 0
         assert load_key(tmp_path / "fresh", None) == key
+
+
+# -- finding 4: seq never repeats after an older spool is restored; any corrupt spool is moved aside ------
+def _emit(spool: Any, seq: Any, n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        s = seq.next("activity")
+        spool.put("edged/gw/prediction/activity", b'{"seq": %d}' % s, "prediction")
+        out.append(s)
+    return out
+
+
+class TestSeqAcrossRestores:
+    def test_restored_older_spool_never_repeats_seq_and_is_reported(self, tmp_path: Path) -> None:
+        """spool.db replaced by an older copy (clean stops around it): seq continues from the
+        highest durable floor, not the old spool's counter, and the restore is reported."""
+        import shutil
+
+        from edged.seq import SpoolSeq
+        from edged.spool import Spool
+
+        db, floor = tmp_path / "spool.db", tmp_path / "seq.json"
+        spool = Spool(db)
+        seq = SpoolSeq(spool, floor)
+        _emit(spool, seq, 40)
+        seq.close()
+        spool.close()
+        backup = tmp_path / "backup"
+        backup.mkdir()
+        for p in tmp_path.glob("spool.db*"):
+            shutil.copy(p, backup / p.name)
+        spool = Spool(db)
+        seq = SpoolSeq(spool, floor)
+        issued = _emit(spool, seq, 198)
+        seq.close()
+        spool.close()
+        for p in tmp_path.glob("spool.db*"):
+            p.unlink()
+        for p in backup.iterdir():
+            shutil.copy(p, tmp_path / p.name)
+        restored = Spool(db)
+        seq = SpoolSeq(restored, floor)
+        assert seq.next("activity") == max(issued) + 1
+        assert seq.problems and "older spool" in seq.problems[0]
+
+    def test_restore_across_a_crash_is_also_caught(self, tmp_path: Path) -> None:
+        """Without clean stops (floor = a reservation), an older spool copy still never repeats seq."""
+        import shutil
+
+        from edged.seq import SpoolSeq
+        from edged.spool import Spool
+
+        db, floor = tmp_path / "spool.db", tmp_path / "seq.json"
+        spool = Spool(db)
+        seq = SpoolSeq(spool, floor)
+        _emit(spool, seq, 40)
+        spool.close()  # no seq.close(): a crash
+        backup = tmp_path / "backup"
+        backup.mkdir()
+        for p in tmp_path.glob("spool.db*"):
+            shutil.copy(p, backup / p.name)
+        spool = Spool(db)
+        seq = SpoolSeq(spool, floor)
+        issued = _emit(spool, seq, 1500)
+        spool.close()
+        for p in tmp_path.glob("spool.db*"):
+            p.unlink()
+        for p in backup.iterdir():
+            shutil.copy(p, tmp_path / p.name)
+        seq = SpoolSeq(Spool(db), floor)
+        assert seq.next("activity") > max(issued)
+        assert seq.problems and "older spool" in seq.problems[0]
+
+
+class TestCorruptSpoolContents:
+    """A valid SQLite spool with contents this code never writes is moved aside with a problem
+    (an alert), never a crash at start."""
+
+    def _spool(self, tmp_path: Path, sql: str) -> Any:
+        import sqlite3
+
+        from edged.seq import SpoolSeq
+        from edged.spool import Spool
+
+        db = tmp_path / "spool.db"
+        s = Spool(db)
+        seq = SpoolSeq(s, tmp_path / "seq.json")
+        _emit(s, seq, 3)
+        s.close()
+        con = sqlite3.connect(db)
+        con.executescript(sql)
+        con.commit()
+        con.close()
+        return Spool(db)
+
+    def test_bad_values_are_moved_aside(self, tmp_path: Path) -> None:
+        """seq.next = 'abc', a text meta counter, an unknown kind, a dropped column: each moved aside."""
+        cases = {
+            "seq_text": "UPDATE seq SET next = 'abc';",
+            "seq_negative": "UPDATE seq SET next = -5;",
+            "meta_text": "INSERT OR REPLACE INTO meta (key, value) VALUES ('sent.alert', 'lots');",
+            "meta_huge": "INSERT OR REPLACE INTO meta (key, value) VALUES ('clock', 1e300);",
+            "kind": "UPDATE msg SET kind = 'evil';",
+            "payload_type": "UPDATE msg SET payload = 3.5;",
+            "schema": "DROP TABLE seq; CREATE TABLE seq (task TEXT PRIMARY KEY, nxt INTEGER);",
+        }
+        for name, sql in cases.items():
+            d = tmp_path / name
+            d.mkdir()
+            spool = self._spool(d, sql)
+            assert spool.problems and "moved aside" in spool.problems[0], name
+            assert spool.unwritable is None and len(spool) == 0, name
+            assert spool.put("edged/gw/alert", b"{}", "alert"), name
+            assert list(d.glob("spool.db.corrupt-*")), name
+            spool.close()

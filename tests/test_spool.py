@@ -143,9 +143,10 @@ while True:
 
 
 class TestCrashSafety:
-    def test_kill_9_loses_nothing_spooled_and_seq_resumes_without_gap(self, tmp_path: Path) -> None:
+    def test_kill_9_loses_nothing_spooled_and_seq_never_repeats(self, tmp_path: Path) -> None:
         """A writer SIGKILLed mid-stream: every spooled prediction is there, seq 0..k-1 without a hole,
-        and the next seq after restart is exactly k (no false gap, no repeat)."""
+        and the next seq after restart is the highest durable floor: never a repeat, a gap of at
+        most the seq.json reservation (issue 17: the spool alone may be an older copy)."""
         db, floor = tmp_path / "spool.db", tmp_path / "seq.json"
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(db), str(floor)],
@@ -163,7 +164,8 @@ class TestCrashSafety:
         seqs = [json.loads(m.payload)["seq"] for m in drain(spool) if m.kind == "prediction"]
         assert len(seqs) >= 200 and seqs == list(range(len(seqs)))
         seq = SpoolSeq(spool, floor)
-        assert seq.source == "spool" and seq.next("activity") == len(seqs)
+        assert "spool" in seq.source and len(seqs) <= seq.next("activity") <= len(seqs) + seq.reserve + 1
+        assert seq.problems == []
 
     def test_floor_file_is_used_when_the_spool_is_lost(self, tmp_path: Path) -> None:
         """Without the spool's counters (file deleted), seq jumps ahead to the seq.json reservation:
