@@ -290,7 +290,7 @@ def build_daemon(cfg: Config) -> Daemon:
         metrics_state = MetricsState()
         observers.append(metrics_state.observe)
     status = ServiceStatus(cfg.device.id, tasks, cfg.sensors, health_observers)
-    inbox = LabelInbox()
+    inbox = LabelInbox(max_bytes=cfg.mqtt.label_max_bytes)
     publisher = Publisher(
         cfg.mqtt,
         cfg.device.id,

@@ -7,6 +7,7 @@ single-threaded: the runtime hands it blocks and label messages from its own loo
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ SCHEMA_PREDICTION = "edged.prediction.v1"
 SCHEMA_SUMMARY = "edged.summary.v1"
 SCHEMA_ALERT = "edged.alert.v1"
 MAX_SCORES_PER_INTERVAL = 4096
+MAX_LABEL_SOURCES = 64  # label publishers with a bucket of their own; the rest share one
 
 
 class Sink(Protocol):
@@ -130,6 +132,8 @@ class Engine:
         labels_per_s: float = 50.0,
         allowed_classes: dict[str, set[str]] | None = None,
         clip: dict[str, tuple[float, float]] | None = None,
+        label_sources: set[str] | None = None,
+        alert_min_interval_s: float = 300.0,
     ) -> None:
         self.device_id = device_id
         self.clip = clip or {}  # summary aggregates only: samples clipped to [lo, hi] (edged/sanitize.py)
@@ -139,7 +143,13 @@ class Engine:
         self.wall = wall
         self.label_max_bytes = label_max_bytes
         self.allowed = allowed_classes or {}
-        self._bucket = _TokenBucket(labels_per_s, max(1.0, labels_per_s * 2))
+        self.labels_per_s = labels_per_s
+        # One bucket per publisher, so a flood from one does not starve the others. The table is
+        # bounded: sources beyond MAX_LABEL_SOURCES (names are chosen by publishers) share one.
+        self._buckets: dict[str, _TokenBucket] = {}
+        self.label_sources = label_sources  # None: any source; else only these (MQTT v5 "source")
+        self.alert_min_interval_s = alert_min_interval_s
+        self._alert_last: dict[tuple[str, str], tuple[float, int]] = {}
         self.latest: dict[str, float] = {}  # last finite value per channel
         self.counters: Counter[str] = Counter()
         self._alarm_on: dict[str, dict[str, Any]] = {}  # task -> the alarm in progress
@@ -187,6 +197,7 @@ class Engine:
             for pred in task.process(block.t, x, cols, codes, self.wall, self.latest):
                 self._emit(name, task, pred)
                 emitted += 1
+            self._label_events(name, task)
             self._model_events(name, task)
         return emitted
 
@@ -273,7 +284,24 @@ class Engine:
             )
 
     def alert(self, kind: str, **fields: Any) -> None:
-        """Publish an alert (``kind``: anomaly, sensor, state, ...)."""
+        """Publish an alert (``kind``: anomaly, sensor, state, ...).
+
+        A repeated problem (the same ``problem``, task and details: a checkpoint that keeps
+        failing on a full disk, ...) is sent at most once per ``alert_min_interval_s``; the next
+        one sent carries ``suppressed``, the number left out meanwhile (also counted)."""
+        if "problem" in fields:
+            key = (kind, json.dumps(fields, sort_keys=True, default=str))
+            now = time.monotonic()
+            last = self._alert_last.get(key)
+            if last is not None and now - last[0] < self.alert_min_interval_s:
+                self._alert_last[key] = (last[0], last[1] + 1)
+                self.counters[f"alerts_suppressed.{kind}"] += 1
+                return
+            if len(self._alert_last) > 1000:
+                self._alert_last.clear()
+            self._alert_last[key] = (now, 0)
+            if last is not None and last[1]:
+                fields["suppressed"] = last[1]
         payload = {
             "schema": SCHEMA_ALERT,
             "kind": kind,
@@ -285,10 +313,29 @@ class Engine:
         self.sink.send("alert", payload, "alert")
 
     # -- labels ----------------------------------------------------------------------------------
+    def _bucket(self, origin: str) -> _TokenBucket:
+        b = self._buckets.get(origin)
+        if b is None:
+            key = origin if len(self._buckets) < MAX_LABEL_SOURCES else "*"
+            b = self._buckets.get(key)
+            if b is None:
+                b = self._buckets[key] = _TokenBucket(self.labels_per_s, max(1.0, self.labels_per_s * 2))
+        return b
+
     def on_label(self, task_name: str, payload: bytes, now: float, origin: str = "mqtt") -> str:
         """Validate and apply one label message; returns the outcome (``rejected:<reason>`` on
-        bad input). Never raises for bad input."""
-        if not self._bucket.take(now):
+        bad input). Never raises for bad input.
+
+        ``origin`` is ``mqtt`` (a publisher without an identity: MQTT 3.1.1, or v5 without a
+        ``source`` user property), ``mqtt:<source>``, or ``simulator`` (the built-in ground truth,
+        trusted). MQTT labels are rate-limited per origin, restricted to ``label_sources`` when
+        configured, bounded in span and windows, and held back when they would flip the model
+        wholesale (see :mod:`pipelines.task`)."""
+        if self.label_sources is not None and origin != "simulator":
+            src = origin.split(":", 1)[1] if origin.startswith("mqtt:") else None
+            if src not in self.label_sources:
+                return self._reject(task_name, origin, "not from a configured label source")
+        if not self._bucket(origin).take(now):
             return self._reject(task_name, origin, "rate limit exceeded")
         task = self.tasks.get(task_name)
         if task is None:
@@ -300,15 +347,29 @@ class Engine:
         allowed = self.allowed.get(task_name)
         if allowed and label not in allowed:
             return self._reject(task_name, origin, f"class {label!r} is not one of {sorted(allowed)}")
+        trusted = origin == "simulator"
+        if not point and not trusted and hi - lo > task.label_max_span_s:
+            return self._reject(
+                task_name,
+                origin,
+                f"range of {hi - lo:.0f} s is longer than the {task.label_max_span_s:g} s a label may span",
+            )
         if not point and hi - lo > task.horizon_s * 10:
             return self._reject(
                 task_name, origin, f"range of {hi - lo:.0f} s is longer than 10x the label horizon"
             )
-        outcome = task.apply_label(label, lo, hi, point, now)
+        outcome = task.apply_label(label, lo, hi, point, now, source=origin)
+        self._label_events(task_name, task)
         self._model_events(task_name, task)
         self.counters[f"labels.{outcome}"] += 1
         self._tasks[task_name]["labels"] += 1
         return outcome
+
+    def _label_events(self, name: str, task: TaskPipeline) -> None:
+        """Labels held back as suspicious become alerts."""
+        for ev in task.pop_label_events():
+            log.warning("labels_held", task=name, **ev)
+            self.alert("label", task=name, problem="labels_held", **ev)
 
     def _reject(self, task: str, origin: str, reason: str) -> str:
         self.counters["labels.rejected"] += 1

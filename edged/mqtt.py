@@ -62,7 +62,7 @@ class Publisher:
         cfg: MqttConfig,
         device_id: str,
         status: Callable[[str], dict[str, Any]],
-        on_label: Callable[[str, bytes], None],
+        on_label: Callable[[str, bytes, str], None],
         spool: Spool,
         tls: ssl.SSLContext | None = None,
         username: str | None = None,
@@ -369,26 +369,69 @@ class Publisher:
         except UnicodeDecodeError:
             topic = ""
         task = topic[len(prefix) :] if topic.startswith(prefix) else ""
-        self.on_label(task, bytes(msg.payload))
+        self.on_label(task, msg.payload, label_origin(msg))
+
+
+def label_origin(msg: paho.MQTTMessage) -> str:
+    """Who published a label: ``mqtt:<source>`` from an MQTT v5 user property ``source`` (the
+    label role sets it; the broker's ACL decides who may publish labels at all), else ``mqtt``
+    (MQTT 3.1.1 has no properties: every publisher shares one rate-limit bucket)."""
+    props = getattr(msg, "properties", None)
+    for k, v in getattr(props, "UserProperty", None) or ():
+        if k == "source" and isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable():
+            return f"mqtt:{v}"
+    return "mqtt"
 
 
 class LabelInbox:
-    """Bounded hand-over of label messages from the network thread to the engine thread."""
+    """Bounded hand-over of label messages from the network thread to the engine thread.
 
-    def __init__(self, capacity: int = 1000) -> None:
+    A payload over ``max_bytes`` is dropped here, before it is queued or parsed (MQTT 3.1.1 has no
+    Maximum Packet Size for the broker to enforce; set mosquitto's ``message_size_limit``). One
+    origin may hold at most a quarter of the queue, so a flood from one publisher does not crowd
+    out the others before the engine's per-publisher rate limit sees them."""
+
+    def __init__(self, capacity: int = 1000, max_bytes: int = 1 << 16) -> None:
         self._q: queue.Queue[tuple[str, bytes, str]] = queue.Queue(maxsize=capacity)
+        self.max_bytes = max_bytes
+        self.per_origin = max(1, capacity // 4)
+        self._queued: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self.overflow = 0
+        self.oversize = 0
 
     def put(self, task: str, payload: bytes, origin: str = "mqtt") -> None:
-        try:
-            self._q.put_nowait((task, payload, origin))
-        except queue.Full:
-            self.overflow += 1
+        with self._lock:
+            if len(payload) > self.max_bytes:
+                self.oversize += 1
+                return
+            if self._queued[origin] >= self.per_origin:
+                self.overflow += 1
+                return
+            try:
+                self._q.put_nowait((task, bytes(payload), origin))
+            except queue.Full:
+                self.overflow += 1
+                return
+            self._queued[origin] += 1
+
+    def take_drops(self) -> tuple[int, int]:
+        """(overflowed, oversize) since the last call; counted under the lock the network thread
+        increments them with, so none is lost."""
+        with self._lock:
+            out = (self.overflow, self.oversize)
+            self.overflow = self.oversize = 0
+            return out
 
     def drain(self) -> list[tuple[str, bytes, str]]:
         out = []
         while True:
             try:
-                out.append(self._q.get_nowait())
+                item = self._q.get_nowait()
             except queue.Empty:
                 return out
+            out.append(item)
+            with self._lock:
+                self._queued[item[2]] -= 1
+                if self._queued[item[2]] <= 0:
+                    del self._queued[item[2]]

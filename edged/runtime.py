@@ -354,11 +354,15 @@ class Daemon:
             if self.health is not None:
                 self.health.label_arrived(task, now)
             self.engine.on_label(task, payload, now, origin)
-        if self.inbox.overflow:
-            self.engine.counters["labels.rejected"] += self.inbox.overflow
-            self.engine.counters["labels.inbox_overflow"] += self.inbox.overflow
-            log.warning("label_inbox_overflow", dropped=self.inbox.overflow)
-            self.inbox.overflow = 0
+        overflow, oversize = self.inbox.take_drops()
+        if overflow:
+            self.engine.counters["labels.rejected"] += overflow
+            self.engine.counters["labels.inbox_overflow"] += overflow
+            log.warning("label_inbox_overflow", dropped=overflow)
+        if oversize:
+            self.engine.counters["labels.rejected"] += oversize
+            self.engine.counters["labels.oversize"] += oversize
+            log.warning("label_oversize_dropped", dropped=oversize)
 
     def publish_summary(self) -> None:
         extra = {

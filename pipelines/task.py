@@ -12,6 +12,22 @@ Label matching (wall-clock Unix seconds, the same ``ts`` that predictions carry)
 * a point label ``ts`` labels the window(s) containing ``ts``;
 * a label reaching beyond the newest window stays open and labels windows as they complete,
   until they pass its end (or it expires after ``horizon_s``).
+
+Label authority (issue 17). Labels from outside (``source`` other than ``simulator``) are bounded
+and watched, because one label message used to be able to teach a model a wrong class for every
+window of the next hour:
+
+* one message teaches at most ``label_max_windows`` windows (the engine also refuses a range
+  longer than ``label_max_span_s``);
+* a burst that would flip the model wholesale is held back: when, within ``hold_window_s``,
+  at least ``hold_flips`` windows learned from outside labels got a label other than the model's
+  prediction, while the model had been right on at least ``hold_baseline`` of the windows learned
+  before that period, then for ``hold_s`` a label that
+  disagrees with the prediction is not learned (counted ``windows_held``; the window stays
+  unlearned, so a later label can still teach it) and a ``labels_held`` event is raised for an
+  alert. Labels that agree are learned as usual. A genuine change that one labeller reports
+  against a confident model is therefore learned at a bounded rate, and shows up as an alert to
+  look at rather than silently.
 """
 
 from __future__ import annotations
@@ -91,6 +107,20 @@ class _OpenLabel:
     hi: float
     point: bool
     t_added: float
+    source: str = "mqtt"
+    left: int = 1 << 30  # windows this message may still teach
+
+
+@dataclass(frozen=True, slots=True)
+class LabelLimits:
+    """Bounds on what outside labels may teach (see the module docstring)."""
+
+    max_windows: int = 64
+    max_span_s: float = 30.0
+    hold_flips: int = 48
+    hold_window_s: float = 60.0
+    hold_s: float = 300.0
+    hold_baseline: float = 0.6
 
 
 @dataclass
@@ -112,8 +142,15 @@ class TaskPipeline:
         context: Sequence[str] = (),
         horizon_s: float = 600.0,
         context_rate_s: float | None = None,
+        limits: LabelLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits or LabelLimits()
+        self.label_max_span_s = self.limits.max_span_s
+        self._flips: deque[tuple[float, bool]] = deque()  # (time, label != prediction), outside labels
+        self._learned: deque[tuple[float, bool]] = deque(maxlen=400)  # (time, prediction was right)
+        self._hold_until = -math.inf
+        self._label_events: list[dict[str, object]] = []
         self.model = model
         self.extractor = extractor
         self.windower = windower
@@ -232,7 +269,7 @@ class TaskPipeline:
                 Prediction(ts_end, rec.ts_start, label, scores, anomaly, model.version, model.n_learned)
             )
             if win.label >= 0:
-                self._learn(rec, self.vocab[win.label], feats)
+                self._learn(rec, self.vocab[win.label], feats, win.t_end)
             else:
                 self._apply_open_labels(rec, feats)
             self.pending.append(rec)  # learned or not: kept so that a repeated label is seen as one
@@ -240,7 +277,52 @@ class TaskPipeline:
         return out
 
     # -- labels -----------------------------------------------------------------------------------
-    def _learn(self, rec: Record, label: str, feats: FeatureVector | None = None) -> None:
+    def pop_label_events(self) -> list[dict[str, object]]:
+        """``labels_held`` events since the last call (for alerts)."""
+        out, self._label_events = self._label_events, []
+        return out
+
+    def _admit(self, rec: Record, label: str, source: str, now: float) -> bool:
+        """Whether an outside label may be learned for ``rec`` (see the module docstring); also
+        updates the flip statistics and starts a hold when a burst would flip the model."""
+        if source == "simulator":
+            return True
+        flipped = rec.pred is not None and label != rec.pred
+        lim = self.limits
+        if flipped and now < self._hold_until:
+            self.labels.counts["windows_held"] += 1
+            return False
+        flips = self._flips
+        flips.append((now, flipped))
+        while flips and flips[0][0] < now - lim.hold_window_s:
+            flips.popleft()
+        n_flips = sum(1 for _, f in flips if f)
+        if flipped and n_flips >= lim.hold_flips:
+            before = [ok for t, ok in self._learned if t < now - lim.hold_window_s]
+            baseline = sum(before) / len(before) if len(before) >= 20 else 0.0
+            if baseline >= lim.hold_baseline:
+                self._hold_until = now + lim.hold_s
+                mix = Counter(str(r.pred) for r in list(self.pending)[-200:])
+                self._label_events.append(
+                    {
+                        "source": source[:80],
+                        "label": label,
+                        "flipped_windows": n_flips,
+                        "labelled_windows": len(flips),
+                        "model_accuracy_before": round(baseline, 3),
+                        "recent_predictions": dict(mix.most_common(8)),
+                        "hold_s": lim.hold_s,
+                    }
+                )
+                flips.clear()
+                self.labels.counts["windows_held"] += 1
+                return False
+        return True
+
+    def _learn(
+        self, rec: Record, label: str, feats: FeatureVector | None = None, now: float = 0.0
+    ) -> None:
+        self._learned.append((now, label == rec.pred))
         if self.learning:
             x = feats if feats is not None else FeatureVector(rec.x, self.names, self._as_dict)
             self.model.learn(x, label, rec.pred)
@@ -262,7 +344,12 @@ class TaskPipeline:
                 else (ol.lo <= rec.ts_end <= ol.hi)
             )
             if hit:
-                self._learn(rec, ol.label, feats)
+                if ol.left <= 0:
+                    self.labels.counts["windows_over_label_limit"] += 1
+                    continue
+                if self._admit(rec, ol.label, ol.source, rec.t_end):
+                    ol.left -= 1
+                    self._learn(rec, ol.label, feats, rec.t_end)
                 return
 
     def _expire(self, t_now: float) -> None:
@@ -278,27 +365,39 @@ class TaskPipeline:
         ):
             self.open_labels.popleft()
 
-    def apply_label(self, label: str, lo: float, hi: float, point: bool, t_now: float) -> str:
-        """Apply a label (wall-clock range ``[lo, hi]`` or point ``lo``); returns the outcome:
-        ``applied``, ``open`` (waiting for its windows), ``duplicate`` (windows already learned),
-        ``too_late`` (older than the kept windows) or ``unmatched``."""
-        matched = learned_now = 0
+    def apply_label(
+        self, label: str, lo: float, hi: float, point: bool, t_now: float, source: str = "simulator"
+    ) -> str:
+        """Apply a label (wall-clock range ``[lo, hi]`` or point ``lo``) from ``source``; returns
+        the outcome: ``applied``, ``open`` (waiting for its windows), ``held`` (suspicious, not
+        learned: see the module docstring), ``duplicate`` (windows already learned), ``too_late``
+        (older than the kept windows) or ``unmatched``."""
+        matched = learned_now = held = 0
+        left = (1 << 30) if source == "simulator" else self.limits.max_windows
         for rec in self.pending:
             hit = (rec.ts_start <= lo <= rec.ts_end) if point else (lo <= rec.ts_end <= hi)
             if hit:
                 matched += 1
                 if not rec.learned:
-                    self._learn(rec, label)
-                    learned_now += 1
+                    if left <= 0:
+                        self.labels.counts["windows_over_label_limit"] += 1
+                    elif self._admit(rec, label, source, t_now):
+                        self._learn(rec, label, None, t_now)
+                        learned_now += 1
+                        left -= 1
+                    else:
+                        held += 1
         newest_end = self.pending[-1].ts_end if self.pending else -math.inf
         reaches_future = (lo > newest_end) if point else (hi > newest_end)
-        if reaches_future:
+        if reaches_future and left > 0:
             if len(self.open_labels) >= MAX_OPEN_LABELS:
                 self.open_labels.popleft()
                 self.labels.counts["open_labels_dropped"] += 1
-            self.open_labels.append(_OpenLabel(label, lo, hi, point, t_now))
+            self.open_labels.append(_OpenLabel(label, lo, hi, point, t_now, source, left))
         if learned_now:
             outcome = "applied"
+        elif held:
+            outcome = "held"
         elif reaches_future:
             outcome = "open"
         elif matched:

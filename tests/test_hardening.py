@@ -493,3 +493,198 @@ class TestCorruptSpoolContents:
             assert spool.put("edged/gw/alert", b"{}", "alert"), name
             assert list(d.glob("spool.db.corrupt-*")), name
             spool.close()
+
+
+# -- finding 3: label authority ---------------------------------------------------------------------------
+class _Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, topic: str, payload: dict[str, Any], kind: str) -> None:
+        self.sent.append((topic, payload))
+
+
+class _Plant:
+    """The shipped config's engine on the simulated machine, faster than real time; wall = stream time."""
+
+    def __init__(self, tmp_path: Path, overrides: str = "") -> None:
+        from drivers.simulator import MachineWorld, SimImu, SimLabeler
+        from edged.app import build_engine
+        from edged.config import load
+        from edged.state import SeqStore
+
+        p = tmp_path / "plant.toml"
+        p.write_text((REPO / "config.toml").read_text() + overrides)
+        cfg, _ = load(str(p))
+        self.sink = _Sink()
+        self.engine = build_engine(cfg, self.sink, SeqStore(None), wall=lambda t: t)
+        self.world = MachineWorld(cfg.simulator, 0.0)
+        self.imu = SimImu(world=self.world, rate_hz=cfg.sensors["imu"].rate_hz, channels=None, seed=1)
+        self.imu.name = "imu"
+        self.labeler = SimLabeler(self.world, cfg.simulator, {"activity"})
+        self.t = 0.0
+
+    def run(self, seconds: float, origin: str | None, extra: Any = None) -> list[dict[str, Any]]:
+        """Advance; ground-truth labels arrive from ``origin`` (None: no labels); ``extra(t, preds)``
+        may return more (payload, origin) label messages. Returns the activity predictions."""
+        start = len(self.sink.sent)
+        end = self.t + seconds
+        while self.t < end:
+            self.t += 0.1
+            block = self.imu.read_block(self.t)
+            if block is not None:
+                self.engine.ingest(block)
+            if origin is not None:
+                for task, payload in self.labeler.poll(self.t, 0.0):
+                    self.engine.on_label(task, payload, self.t, origin)
+            if extra is not None:
+                preds = [p for t, p in self.sink.sent[start:] if t == "prediction/activity"]
+                for payload, src in extra(self.t, preds):
+                    self.engine.on_label("activity", payload, self.t, src)
+        return [p for t, p in self.sink.sent[start:] if t == "prediction/activity"]
+
+    @staticmethod
+    def mix(preds: list[dict[str, Any]]) -> dict[str, float]:
+        from collections import Counter
+
+        c = Counter(p["label"] for p in preds)
+        return {k: round(v / len(preds), 3) for k, v in sorted(c.items())}
+
+    def accuracy(self, preds: list[dict[str, Any]]) -> float:
+        """Share of predictions equal to the simulated machine's true state at the window end."""
+        ok = sum(p["label"] == self.world.truth(p["ts"])[0] for p in preds)
+        return round(ok / len(preds), 3)
+
+    def alerts(self, problem: str) -> list[dict[str, Any]]:
+        return [p for t, p in self.sink.sent if t == "alert" and p.get("problem") == problem]
+
+
+class TestLabelAuthority:
+    def test_the_poisoning_message_is_refused_and_predictions_keep_their_mix(self, tmp_path: Path) -> None:
+        """Measured on the issue's message ``{"label":"off","from":now-1,"to":now+3000}``: before
+        the fix it was learned for every window for the next hour (469/469 predictions "off");
+        now it is refused (span), learns 0 windows, the prediction mix stays, and the real
+        labeller's labels are learned, not rejected as duplicates."""
+        import json
+
+        plant = _Plant(tmp_path)
+        plant.run(300, "simulator")  # trained on ground truth
+        before = plant.run(120, "mqtt:truth")
+        task = plant.engine.tasks["activity"]
+        learned0 = task.labels.counts["windows_learned"]
+        now = plant.t
+        poison = json.dumps({"label": "off", "from": now - 1, "to": now + 3000}).encode()
+        outcome = plant.engine.on_label("activity", poison, now, "mqtt")
+        after = plant.run(120, "mqtt:truth")
+        learned = task.labels.counts["windows_learned"] - learned0
+        print(
+            f"poison: {outcome}; mix before {plant.mix(before)} after {plant.mix(after)}; learned {learned}"
+        )
+        assert outcome.startswith("rejected:range of 3001 s")
+        assert not task.open_labels
+        assert plant.mix(after).get("off", 0.0) < 0.9
+        assert abs(plant.mix(after).get("off", 0.0) - plant.mix(before).get("off", 0.0)) < 0.35
+        assert learned > 100 and plant.engine.counters["labels.duplicate"] == 0
+
+    def test_a_burst_that_flips_the_model_is_held_back_and_alerted(self, tmp_path: Path) -> None:
+        """Within the span limit, a publisher labelling every new window "off" against a model that
+        was right: after ``hold_flips`` flipped windows the rest are held, a ``labels_held`` alert
+        names the source, and the predictions do not turn into "off"."""
+        import json
+
+        plant = _Plant(tmp_path)
+        plant.run(300, "simulator")
+        before = plant.run(60, "mqtt:truth")
+        task = plant.engine.tasks["activity"]
+        seen: set[float] = set()
+
+        def attacker(t: float, preds: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+            out = []
+            for p in preds[-4:]:
+                if p["ts"] not in seen and p["label"] != "off":
+                    seen.add(p["ts"])
+                    out.append((json.dumps({"label": "off", "ts": p["ts"] - 0.01}).encode(), "mqtt:rogue"))
+            return out
+
+        held0 = task.labels.counts["windows_held"]
+        after = plant.run(180, None, attacker)
+        held = task.labels.counts["windows_held"] - held0
+        alerts = plant.alerts("labels_held")
+        print(
+            f"burst: held {held}, alerts {alerts[:1]}, mix before {plant.mix(before)} after {plant.mix(after)}"
+        )
+        acc_before, acc_after = plant.accuracy(before), plant.accuracy(after)
+        print(f"burst: accuracy against the simulated truth {acc_before} before, {acc_after} during")
+        assert alerts and alerts[0]["source"] == "mqtt:rogue" and alerts[0]["label"] == "off"
+        assert (
+            held > 100 and task.limits.hold_flips <= alerts[0]["flipped_windows"] < 2 * task.limits.hold_flips
+        )
+        assert acc_after > 0.6
+
+    def test_one_message_teaches_at_most_label_max_windows(self, tmp_path: Path) -> None:
+        """A range label within the span limit still teaches at most ``max_windows`` windows."""
+        import json
+
+        plant = _Plant(tmp_path)
+        plant.run(60, None)
+        task = plant.engine.tasks["activity"]
+        lim = task.limits.max_windows
+        now = plant.t
+        out = plant.engine.on_label(
+            "activity", json.dumps({"label": "idle", "from": now - 29, "to": now}).encode(), now, "mqtt"
+        )
+        assert out == "applied" and task.labels.counts["windows_learned"] == lim
+        assert task.labels.counts["windows_over_label_limit"] > 0
+
+    def test_labels_are_rate_limited_per_publisher(self, tmp_path: Path) -> None:
+        """A flood from one publisher exhausts its own bucket only; another publisher's label still
+        applies; 3.1.1 publishers (no identity) share one bucket."""
+        import json
+
+        plant = _Plant(tmp_path)
+        plant.run(30, None)
+        e = plant.engine
+        now = plant.t
+        flood = [e.on_label("activity", b'{"label": "idle", "ts": 1}', now, "mqtt:flood") for _ in range(500)]
+        assert sum(o == "rejected:rate limit exceeded" for o in flood) >= 400  # burst: 2 s worth
+        good = json.dumps({"label": "running", "from": now - 5, "to": now}).encode()
+        assert e.on_label("activity", good, now, "mqtt:line-lead") == "applied"
+        anon = [e.on_label("activity", b'{"label": "idle", "ts": 1}', now, "mqtt") for _ in range(500)]
+        assert anon[-1] == "rejected:rate limit exceeded"
+        many = [e.on_label("activity", b'{"label": "idle", "ts": 1}', now, f"mqtt:n{i}") for i in range(5000)]
+        assert len(e._buckets) <= 65 and many[-1] == "rejected:rate limit exceeded"
+
+    def test_only_configured_label_sources(self, tmp_path: Path) -> None:
+        """With label sources configured, labels from any other (or no) source are rejected."""
+        plant = _Plant(tmp_path)
+        plant.engine.label_sources = {"line-lead"}
+        e, now = plant.engine, 10.0
+        assert e.on_label("activity", b'{"label": "idle", "ts": 1}', now, "mqtt").startswith(
+            "rejected:not from"
+        )
+        assert e.on_label("activity", b'{"label": "idle", "ts": 1}', now, "mqtt:x").startswith(
+            "rejected:not from"
+        )
+        assert not e.on_label("activity", b'{"label": "idle", "ts": 1}', now, "mqtt:line-lead").startswith(
+            "rejected:"
+        )
+
+    def test_oversize_payload_is_dropped_before_parsing_or_queueing(self) -> None:
+        """The 3.1.1 path: a 32 MiB label never reaches the queue or the parser; it is counted."""
+        from edged.mqtt import LabelInbox
+
+        inbox = LabelInbox(max_bytes=1024)
+        inbox.put("activity", b"x" * (32 << 20), "mqtt")
+        inbox.put("activity", b'{"label": "idle", "ts": 1}', "mqtt")
+        assert inbox.oversize == 1 and [p for _, p, _ in inbox.drain()] == [b'{"label": "idle", "ts": 1}']
+
+    def test_one_publisher_cannot_fill_the_inbox(self) -> None:
+        """A flood from one origin fills at most a quarter of the hand-over queue."""
+        from edged.mqtt import LabelInbox
+
+        inbox = LabelInbox(capacity=100)
+        for _ in range(1000):
+            inbox.put("activity", b"{}", "mqtt:flood")
+        inbox.put("activity", b"{}", "mqtt:line-lead")
+        got = inbox.drain()
+        assert len(got) == 26 and got[-1][2] == "mqtt:line-lead"
