@@ -713,3 +713,129 @@ class TestAlertThrottling:
         d.checkpoint()
         again = plant.alerts("checkpoint_failed")[-1]
         assert again["suppressed"] == 19 and plant.engine.counters["alerts_suppressed.state"] == 19 * 2
+
+
+# -- finding 5 (identities) and the ACL roles, against a real mosquitto -------------------------------------
+class TestBrokerIdentities:
+    """The shipped broker settings bind the client id to the user: a second gateway cannot take
+    over the first's session; consumers cannot label; a label role labels one gateway only."""
+
+    def _broker(self, tmp_path: Path, shipped: bool) -> Any:
+        import getpass
+        import subprocess as sp
+
+        from tests.conftest import Broker, _mosquitto_or_skip, free_port
+
+        _mosquitto_or_skip()
+        pw = tmp_path / "passwd"
+        users = {"gw-a": "pa55-a", "gw-b": "pa55-b", "factory": "pa55-f", "gw-a-labels": "pa55-l"}
+        for i, (u, p) in enumerate(users.items()):
+            sp.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(pw), u, p], check=True)
+        acl = tmp_path / "acl"
+        acl.write_text(
+            (REPO / "systemd" / "mosquitto-edged.acl").read_text()
+            + "\nuser factory\ntopic read edged/#\n\nuser gw-a-labels\ntopic write edged/gw-a/label/+\n"
+        )
+        lines = (REPO / "systemd" / "mosquitto-edged.conf").read_text().splitlines()
+        if not shipped:
+            lines = [ln for ln in lines if not ln.startswith("use_username_as_clientid")]
+        port = free_port()
+        conf_lines = [f"user {getpass.getuser()}"]
+        for ln in lines:
+            ln = ln.split(" #")[0].strip()
+            if (
+                not ln
+                or ln.startswith("#")
+                or ln.split()[0] in ("cafile", "certfile", "keyfile", "tls_version")
+            ):
+                continue
+            if ln.startswith("persistence"):
+                ln = "persistence false"
+            elif ln.startswith("listener"):
+                ln = f"listener {port} 127.0.0.1"
+            conf_lines.append(
+                ln.replace("/etc/mosquitto/passwd", str(pw)).replace("/etc/mosquitto/edged.acl", str(acl))
+            )
+        conf = tmp_path / "mosquitto.conf"
+        conf.write_text("\n".join(conf_lines) + "\n")
+        b = Broker(conf, port, tmp_path / "mosquitto.log")
+        b.start()
+        return b, users
+
+    def _client(self, port: int, user: str, password: str, cid: str) -> Any:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
+        c.username_pw_set(user, password)
+        c.connected = threading.Event()  # type: ignore[attr-defined]
+        c.dropped = threading.Event()  # type: ignore[attr-defined]
+        c.on_connect = lambda cl, u, f, rc, p: (not rc.is_failure) and cl.connected.set()
+        c.on_disconnect = lambda cl, u, f, rc, p: cl.dropped.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        assert c.connected.wait(5), f"{user} did not connect"
+        return c
+
+    def _takeover(self, tmp_path: Path, shipped: bool) -> bool:
+        import time
+
+        b, users = self._broker(tmp_path, shipped)
+        try:
+            a = self._client(b.port, "gw-a", users["gw-a"], "edged-gw-a")
+            intruder = self._client(b.port, "gw-b", users["gw-b"], "edged-gw-a")  # gw-a's client id
+            time.sleep(1.0)
+            taken = a.dropped.is_set()
+            for c in (a, intruder):
+                c.loop_stop()
+                c.disconnect()
+            return taken
+        finally:
+            b.stop()
+
+    def test_second_gateway_cannot_take_over_the_first_session(self, tmp_path: Path) -> None:
+        """With the shipped settings gw-b connecting as client id ``edged-gw-a`` does not disconnect
+        gw-a; without ``use_username_as_clientid`` (the old README config) it does."""
+        (tmp_path / "shipped").mkdir()
+        (tmp_path / "old").mkdir()
+        assert self._takeover(tmp_path / "shipped", shipped=True) is False
+        assert self._takeover(tmp_path / "old", shipped=False) is True
+
+    def test_consumers_cannot_label_and_label_roles_label_one_gateway(self, tmp_path: Path) -> None:
+        """The documented roles: the consumer's label publish is refused, the label role's is
+        accepted for its gateway and refused for another."""
+        b, users = self._broker(tmp_path, True)
+        try:
+            consumer = self._client(b.port, "factory", users["factory"], "x1")
+            role = self._client(b.port, "gw-a-labels", users["gw-a-labels"], "x2")
+            acks: dict[str, str] = {}
+
+            def pub(c: Any, topic: str) -> None:
+                info = c.publish(topic, b'{"label": "idle", "ts": 1}', qos=1)
+                info.wait_for_publish(5)
+                acks[topic + str(id(c))] = info.rc
+
+            results = {}
+            for name, c, topic in (
+                ("consumer", consumer, "edged/gw-a/label/activity"),
+                ("role-own", role, "edged/gw-a/label/activity"),
+                ("role-other", role, "edged/gw-b/label/activity"),
+            ):
+                got: list[str] = []
+                c.on_publish = lambda cl, u, mid, rc, p, got=got: got.append(str(rc))
+                pub(c, topic)
+                import time
+
+                deadline = time.monotonic() + 5
+                while not got and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                results[name] = got[0] if got else None
+            assert results["consumer"] == "Not authorized" and results["role-other"] == "Not authorized"
+            assert results["role-own"] in ("Success", "No matching subscribers"), results
+            for c in (consumer, role):
+                c.loop_stop()
+                c.disconnect()
+        finally:
+            b.stop()
