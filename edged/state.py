@@ -153,6 +153,16 @@ def signed_state(state_dir: Path) -> str | None:
 #
 # Models that can be stored without pickle (arrays + JSON with a schema, e.g. numba fast
 # learners with a ``state_dict()``) should be, and need nothing here.
+_PARAMS = (
+    "LifecycleParams",
+    "HoeffdingTreeParams",
+    "HoeffdingAdaptiveTreeParams",
+    "ARFParams",
+    "LogisticParams",
+    "GaussianNBParams",
+    "KNNParams",
+    "HalfSpaceTreesParams",
+)
 _RIVER_CLASSES = {
     "river.anomaly.hst": ("HalfSpaceTrees",),
     "river.compose.pipeline": ("Pipeline",),
@@ -191,17 +201,10 @@ _RIVER_CLASSES = {
     "river._river_rust.stats": ("RsQuantile",),
     "river._river_rust.vectordict": ("euclidean_distance_tuple",),
     "pipelines.evaluation": ("Prequential",),
-    "pipelines.learners": (
-        "TaskModel",
-        "LifecycleParams",
-        "HoeffdingTreeParams",
-        "HoeffdingAdaptiveTreeParams",
-        "ARFParams",
-        "LogisticParams",
-        "GaussianNBParams",
-        "KNNParams",
-        "HalfSpaceTreesParams",
-    ),
+    "pipelines.learners.model": ("TaskModel",),
+    "pipelines.learners.params": _PARAMS,
+    # checkpoints written before pipelines.learners became a package (same classes, old path)
+    "pipelines.learners": ("TaskModel", *_PARAMS),
     # containers and scalars
     "builtins": ("float", "int", "tuple", "list", "dict", "set", "frozenset", "complex", "bytes", "str"),
     "collections": ("Counter", "OrderedDict", "defaultdict", "deque"),
