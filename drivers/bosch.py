@@ -300,7 +300,7 @@ class BMP280(_BoschEnv):
 
 
 class _BoschConfig(I2cSensorConfig):
-    address: int = Field(0x76, description="7-bit address: 0x76 (SDO low) or 0x77.")
+    address: int = Field(0x76, description="7-bit address: 0x76 (SDO low) or 0x77.", ge=0x03, le=0x77)
     rate_hz: float = Field(
         1.0,
         gt=0,

@@ -222,7 +222,7 @@ class MPU6500(_Mpu):
 
 
 class _MpuConfig(I2cSensorConfig):
-    address: int = Field(0x68, description="7-bit address: 0x68 (AD0 low) or 0x69.")
+    address: int = Field(0x68, description="7-bit address: 0x68 (AD0 low) or 0x69.", ge=0x03, le=0x77)
     rate_hz: float = Field(
         1000.0,
         gt=0,

@@ -171,6 +171,7 @@ class FileSensorConfig(SensorConfig):
     rate_hz: float | None = Field(  # type: ignore[assignment]
         None,
         gt=0,
+        le=1_000_000,
         description="Sample rate of the recording in Hz; leave it out to take the recording's own "
         "(then only time-domain features: windows and the anomaly detectors count samples).",
     )

@@ -239,7 +239,7 @@ class Sht3xConfig(I2cSensorConfig):
     """``driver = "sht3x"``."""
 
     driver: Literal["sht3x"]
-    address: int = Field(0x44, description="7-bit address: 0x44 (ADDR low) or 0x45.")
+    address: int = Field(0x44, ge=0x03, le=0x77, description="7-bit address: 0x44 (ADDR low) or 0x45.")
     rate_hz: float = Field(
         1.0,
         gt=0,
@@ -257,7 +257,9 @@ class Sht4xConfig(I2cSensorConfig):
     """``driver = "sht4x"``."""
 
     driver: Literal["sht4x"]
-    address: int = Field(0x44, description="7-bit address: 0x44, 0x45 or 0x46 (by part number).")
+    address: int = Field(
+        0x44, ge=0x03, le=0x77, description="7-bit address: 0x44, 0x45 or 0x46 (by part number)."
+    )
     rate_hz: float = Field(
         1.0, gt=0, le=20, description="Measurements per second (8.3 ms per high-precision one)."
     )

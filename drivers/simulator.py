@@ -57,14 +57,20 @@ _LABEL_TASKS: dict[Literal["state", "fault"], str] = {"state": "activity", "faul
 class SimulatorConfig(StrictModel):
     """``[simulator]``: the simulated machine shared by every ``sim_*`` sensor."""
 
-    seed: int = Field(1, description="Everything simulated is reproducible from this seed.")
-    state_min_s: float = Field(20.0, gt=0, description="Shortest operating state (off, idle, running).")
-    state_max_s: float = Field(60.0, gt=0, description="Longest operating state.")
-    fault_every_s: float = Field(150.0, gt=0, description="Mean healthy time between fault episodes.")
-    fault_duration_s: float = Field(180.0, gt=0, description="Duration of a fault episode.")
-    fault_onset_s: float = Field(30.0, gt=0, description="How long a fault takes to develop.")
+    seed: int = Field(
+        1, description="Everything simulated is reproducible from this seed.", ge=0, le=2**32 - 1
+    )
+    state_min_s: float = Field(
+        20.0, gt=0, description="Shortest operating state (off, idle, running).", le=86400
+    )
+    state_max_s: float = Field(60.0, gt=0, description="Longest operating state.", le=86400)
+    fault_every_s: float = Field(
+        150.0, gt=0, description="Mean healthy time between fault episodes.", le=366 * 86400
+    )
+    fault_duration_s: float = Field(180.0, gt=0, description="Duration of a fault episode.", le=366 * 86400)
+    fault_onset_s: float = Field(30.0, gt=0, description="How long a fault takes to develop.", le=86400)
     label_every_s: float = Field(
-        10.0, ge=0, description="Hand out the ground truth as labels this often (0: never)."
+        10.0, ge=0, description="Hand out the ground truth as labels this often (0: never).", le=86400
     )
     label_tasks: dict[Literal["state", "fault"], str] = Field(
         default_factory=lambda: dict(_LABEL_TASKS),

@@ -264,9 +264,9 @@ class LSM6DS3(_Lsm6):
 
 
 class _Lsm6Config(I2cSensorConfig):
-    address: int = Field(0x6A, description="7-bit address: 0x6A (SA0 low) or 0x6B.")
+    address: int = Field(0x6A, description="7-bit address: 0x6A (SA0 low) or 0x6B.", ge=0x03, le=0x77)
     rate_hz: float = Field(
-        833.0, description="Output data rate: 12.5, 26, 52, 104, 208, 416, 833 or 1666 Hz."
+        833.0, description="Output data rate: 12.5, 26, 52, 104, 208, 416, 833 or 1666 Hz.", gt=0, le=10_000
     )
     accel_range_g: Literal[2, 4, 8, 16] = Field(4, description="Accelerometer full scale in g.")
     gyro_range_dps: Literal[125, 250, 500, 1000, 2000] = Field(

@@ -34,7 +34,7 @@ from edged.sanitize import SummaryPolicy, pseudonym_key
 from edged.seq import SeqStore, SpoolSeq
 from edged.spool import Spool, SpoolLimits
 from edged.state import ModelStore, ensure_dir, load_key
-from pipelines.task import TaskPipeline
+from pipelines.task import LabelLimits, TaskPipeline
 
 log = structlog.get_logger("edged.app")
 
@@ -65,7 +65,14 @@ def build_tasks(cfg: Config, models: dict[str, Any] | None = None) -> dict[str, 
         windower = Windower(dsp.extractor.rows + len(t.context), t.window, t.hop, derive=dsp.stream)
         model = (models or {}).get(name) or new_model(name, t, rate)
         out[name] = TaskPipeline(
-            name, model, dsp.extractor, windower, t.context, t.label_horizon_s, t.context_rate_s
+            name,
+            model,
+            dsp.extractor,
+            windower,
+            t.context,
+            t.label_horizon_s,
+            t.context_rate_s,
+            limits=LabelLimits(max_windows=t.label_max_windows, max_span_s=t.label_max_span_s),
         )
     return out
 
@@ -92,6 +99,7 @@ def build_engine(
         wall,
         label_max_bytes=cfg.mqtt.label_max_bytes,
         labels_per_s=cfg.mqtt.labels_per_s,
+        label_sources=set(cfg.mqtt.label_sources) if cfg.mqtt.label_sources is not None else None,
         allowed_classes=allowed,
         clip=clip,
     )

@@ -30,9 +30,9 @@ from edged.configfile import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
 from edged.configfile import ConfigError as ConfigError
 from edged.configfile import find_config as find_config
 from edged.configfile import read_raw as read_raw
-from pipelines.dsp import BearingParams, FeatureSet, FusionParams, ShaftParams
+from pipelines.dsp import BearingParams, FeatureSet, FusionParams, Hz, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
-
+MAX_WINDOW_S = 7 * 86400  # a window that takes longer to fill is a mistake (no prediction for a week)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
 
 
@@ -101,26 +101,40 @@ class MqttConfig(StrictModel):
     max_inflight: int = Field(
         20, ge=1, le=1000, description="Unacknowledged QoS 1 messages in flight at a time."
     )
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay (exponential backoff).")
-    reconnect_max_s: float = Field(60.0, gt=0, description="Reconnect delay cap; at least `reconnect_min_s`.")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, description="First reconnect delay (exponential backoff).", le=3600
+    )
+    reconnect_max_s: float = Field(
+        60.0, gt=0, description="Reconnect delay cap; at least `reconnect_min_s`.", le=86400
+    )
     label_max_bytes: int = Field(
         1024, ge=64, le=65536, description="Larger incoming label payloads are rejected."
     )
     labels_per_s: float = Field(
-        50.0, gt=0, description="Incoming label messages above this rate are rejected."
+        50.0,
+        gt=0,
+        description="Incoming label messages above this rate, per publisher (MQTT v5 `source`; 3.1.1: one for all), are rejected.",
+        le=10000,
+    )
+    label_sources: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None,
+        max_length=64,
+        description="Accept labels only from these sources (MQTT v5 user property `source` of the label "
+        "message); unset: from any publisher the broker lets through (see docs/security.md).",
     )
 
 
 class SpoolConfig(StrictModel):
     """``[spool]``: the disk-backed outgoing queue (``<state dir>/spool.db``), see edged/spool.py."""
 
-    max_messages: int = Field(100_000, ge=10, description="Messages the spool holds at most.")
-    max_mb: float = Field(64.0, gt=0, description="Payload megabytes the spool holds at most.")
+    max_messages: int = Field(100_000, ge=10, description="Messages the spool holds at most.", le=10_000_000)
+    max_mb: float = Field(64.0, gt=0, description="Payload megabytes the spool holds at most.", le=65536)
     max_age_s: float = Field(
         7 * 86400.0,
         gt=0,
         description="Messages older than this expire; measured in service time, so wall-clock "
         "steps neither expire nor keep them.",
+        le=366 * 86400,
     )
     sync: Literal["normal", "full"] = Field(
         "normal",
@@ -131,6 +145,7 @@ class SpoolConfig(StrictModel):
         1000,
         ge=10,
         description="Alerts and summaries held in memory while the state disk cannot be written.",
+        le=1_000_000,
     )
 
 
@@ -142,22 +157,27 @@ class OpsConfig(StrictModel):
         description="The status view `edged status` reads; unset: `<state.dir>/status.json` "
         "(the systemd unit uses `/run/edged/status.json`).",
     )
-    status_interval_s: float = Field(5.0, gt=0, description="How often the status file is written.")
+    status_interval_s: float = Field(
+        5.0, ge=0.1, description="How often the status file is written.", le=3600
+    )
     status_republish_s: float = Field(
         120.0,
         gt=0,
+        le=86400,
         description="The retained `<prefix>/status` is republished when a sensor's or task's health "
         "changes, and at least this often.",
     )
     no_data_s: float = Field(
         30.0,
         gt=0,
+        le=86400,
         description="A sensor that delivers no samples (or a task that completes no window, plus one "
         "window's length) for this long is `no_data`: unhealthy.",
     )
     learning_stall_s: float = Field(
         600.0,
         gt=0,
+        le=7 * 86400,
         description="A task whose labels keep arriving while its model learns nothing for this long "
         "is `learning_stalled`: unhealthy.",
     )
@@ -166,6 +186,7 @@ class OpsConfig(StrictModel):
         ge=0,
         description="A `state` alert `disk_low` when the state filesystem has less free space "
         "(`disk_ok` when it recovers).",
+        le=1_000_000,
     )
 
 
@@ -212,13 +233,14 @@ class StateConfig(StrictModel):
         description="State directory: models, spool, seq counters, numba cache; created with mode 0700.",
     )
     checkpoint_interval_s: float = Field(
-        300.0, gt=0, description="Period of checkpoints (one is also written at stop)."
+        300.0, ge=1, description="Period of checkpoints (one is also written at stop).", le=86400
     )
     keep: int = Field(5, ge=1, le=1000, description="Model versions kept per task (what rollback can reach).")
     key_file: str | None = Field(
         None,
         description="HMAC key of the checkpoints; unset: the systemd credential `edged-state-key`, "
-        "else `<state.dir>/state.key`, generated on first start.",
+        "else `<state.dir>/state.key`, generated on first start only while no checkpoint exists (a missing key "
+        "with checkpoints is an error: restore it, or `edged keys init --discard-models`).",
     )
 
 
@@ -241,7 +263,9 @@ class NoiseConfig(StrictModel):
         le=100,
         description="Privacy budget per channel per summary, split between mean and std.",
     )
-    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+    bounds: dict[
+        str, Annotated[list[Annotated[float, Field(ge=-1e12, le=1e12)]], Field(min_length=2, max_length=2)]
+    ] = Field(
         description="Channel -> `[lo, hi]`: samples are clipped to it before aggregation; every "
         "summarised channel needs one."
     )
@@ -250,8 +274,8 @@ class NoiseConfig(StrictModel):
 class SummaryConfig(StrictModel):
     """``[summary]``: the periodic sanitized summary (edged/sanitize.py)."""
 
-    interval_s: float = Field(60.0, gt=0, description="Period of `summary` messages.")
-    round_step: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    interval_s: float = Field(60.0, ge=1, description="Period of `summary` messages.", le=86400)
+    round_step: dict[str, Annotated[float, Field(gt=0, le=1e12)]] = Field(
         {},
         description="Rounding step per channel (or `default`), e.g. `{default = 0.01, temperature = 0.5}`.",
     )
@@ -259,6 +283,7 @@ class SummaryConfig(StrictModel):
         10,
         ge=1,
         description="Aggregates over fewer samples (channels) or windows (anomaly quantiles) are suppressed.",
+        le=1_000_000_000,
     )
     noise: NoiseConfig | None = Field(
         None, description="`[summary.noise]`: epsilon-differentially private channel aggregates."
@@ -298,20 +323,18 @@ class TaskConfig(StrictModel):
         description="Slow channels (e.g. `temperature`) added as their value at the window end (`ctx.<c>`).",
     )
     window: int = Field(ge=8, le=1 << 20, description="Window length in samples.")
-    hop: int = Field(ge=1, description="Hop between window starts in samples; at most `window`.")
+    hop: int = Field(ge=1, description="Hop between window starts in samples; at most `window`.", le=1 << 20)
     features: list[FeatureSet] = Field(
         ["stats", "bands"], min_length=1, description="Feature sets computed per window (see Features)."
     )
-    bands_hz: list[float] = Field(
-        [], description="Band edges in Hz for `bands` (at least two, below Nyquist)."
-    )
+    bands_hz: list[Hz] = Field([], description="Band edges in Hz for `bands` (at least two, below Nyquist).")
     log_bands: bool = Field(
         True, description="log10 of power features: band powers, shaft and envelope line energies."
     )
     accel_unit: Literal["m/s2", "g"] = Field(
         "m/s2", description="Unit of the acceleration channels: for velocity in mm/s and gravity in fusion."
     )
-    velocity_band_hz: list[float] = Field(
+    velocity_band_hz: list[Hz] = Field(
         [10.0, 1000.0],
         min_length=2,
         max_length=2,
@@ -333,6 +356,7 @@ class TaskConfig(StrictModel):
         gt=0,
         description="Also add each context channel's rate of change per second over this span "
         "(`ctx.<c>.rate`).",
+        le=86400,
     )
     classifier: ClassifierParams = Field(
         HoeffdingTreeParams(model="hoeffding_tree"),
@@ -344,9 +368,15 @@ class TaskConfig(StrictModel):
     )
     classes: list[str] = Field([], description="Allowed class names; other labels are rejected. Empty: any.")
     label_horizon_s: float = Field(
-        600.0, gt=0, description="How long a predicted window waits for its label."
+        600.0, gt=0, description="How long a predicted window waits for its label.", le=86400
     )
-    recent: int = Field(200, ge=10, description='Windows in the "recent" metrics.')
+    label_max_windows: int = Field(
+        64, ge=1, le=100_000, description="Windows one MQTT label message may teach (docs/security.md)."
+    )
+    label_max_span_s: float = Field(
+        30.0, gt=0, le=86400, description="Longest range (`to` - `from`) an MQTT label message may span."
+    )
+    recent: int = Field(200, ge=10, description='Windows in the "recent" metrics.', le=100_000)
     lifecycle: LifecycleParams = Field(
         LifecycleParams(),
         description="`[tasks.<name>.lifecycle]`: drift detection and champion/challenger.",
@@ -434,10 +464,28 @@ def _describe(err: ErrorDetails, raw: Any) -> str:
     return f"{where}: {msg} (got {got!r})"
 
 
+def _state_dir_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a state directory (a pseudo filesystem, a file), or None."""
+    p = Path(path)
+    real = p.resolve()
+    for pseudo in ("/proc", "/sys", "/dev"):
+        if real == Path(pseudo) or Path(pseudo) in real.parents:
+            return f"state.dir: {path} is under {pseudo}, a pseudo filesystem, not storage"
+    for q in (real, *real.parents):
+        if q.exists():
+            if not q.is_dir():
+                return f"state.dir: {q} is not a directory"
+            break
+    return None
+
+
 def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
     """Cross-key checks that a schema cannot express."""
     problems: list[str] = []
     owners: dict[str, str] = {}
+    state_problem = _state_dir_problem(cfg.state.dir)
+    if state_problem:
+        problems.append(state_problem)
     for name, s in cfg.sensors.items():
         provided = driver_channels(s.driver)
         for i, ch in enumerate(s.channels or ()):
@@ -478,6 +526,13 @@ def _semantic_problems(cfg: Config, dsp: bool = True) -> list[str]:
             problems.append(f"{where}.hop: must not exceed window ({t.window}), got {t.hop}")
         if len(set(t.channels)) != len(t.channels):
             problems.append(f"{where}.channels: a channel is listed twice")
+        if len(sources) == 1:
+            rate = cfg.sensors[next(iter(sources))].rate_hz
+            if rate is not None and t.window / rate > MAX_WINDOW_S:
+                problems.append(
+                    f"{where}.window: {t.window} samples at {rate:g} Hz take {t.window / rate:.0f} s to fill, "
+                    f"more than {MAX_WINDOW_S} s (a week): the task would not predict for that long"
+                )
         if len(sources) == 1 and dsp:
             rate = cfg.sensors[sources.pop()].rate_hz
             if rate is None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,12 +55,17 @@ class FusionParams(_Params):
     )
 
 
+Hz = Annotated[float, Field(ge=0, le=1e6)]  # a frequency in a config: finite, non-negative
+
+
 class ShaftParams(_Params):
     """``[tasks.<name>.shaft]``: the shaft speed, fixed (``hz``) or estimated per window as the
     strongest spectral line in ``range_hz``; ``line_tol`` is the relative half width of a line."""
 
-    hz: float | None = Field(None, gt=0, description="Fixed shaft speed in Hz (give this or `range_hz`).")
-    range_hz: list[float] | None = Field(
+    hz: float | None = Field(
+        None, gt=0, description="Fixed shaft speed in Hz (give this or `range_hz`).", le=10_000
+    )
+    range_hz: list[Hz] | None = Field(
         None,
         min_length=2,
         max_length=2,
@@ -82,10 +87,10 @@ class BearingParams(_Params):
     envelope (around a structural resonance the defect impacts excite)."""
 
     balls: int = Field(ge=3, le=200, description="Number of rolling elements.")
-    ball_diameter: float = Field(gt=0, description="Ball diameter `d`.")
-    pitch_diameter: float = Field(gt=0, description="Pitch diameter `D` (larger than `d`).")
+    ball_diameter: float = Field(gt=0, description="Ball diameter `d`.", le=10_000)
+    pitch_diameter: float = Field(gt=0, description="Pitch diameter `D` (larger than `d`).", le=10_000)
     contact_angle_deg: float = Field(0.0, ge=0, lt=90, description="Contact angle in degrees.")
-    envelope_band_hz: list[float] = Field(
+    envelope_band_hz: list[Hz] = Field(
         min_length=2, max_length=2, description="Band-pass `[lo, hi]` in Hz before the envelope."
     )
     harmonics: int = Field(3, ge=1, le=10, description="Harmonics of each defect line summed.")

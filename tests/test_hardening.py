@@ -839,3 +839,99 @@ class TestBrokerIdentities:
                 c.disconnect()
         finally:
             b.stop()
+
+
+# -- finding 7 (bounds): every config number has a finite, stated range -------------------------------------
+class TestConfigBounds:
+    def test_every_config_number_has_a_finite_stated_range(self) -> None:
+        """Every integer and number in the config schema (drivers, learners, DSP included, list
+        items too) has a lower and an upper bound, or is one of a few listed values."""
+        from edged.config import Config
+
+        missing: list[str] = []
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, dict):
+                if node.get("type") in ("integer", "number") and "enum" not in node and "const" not in node:
+                    lo = "minimum" in node or "exclusiveMinimum" in node
+                    hi = "maximum" in node or "exclusiveMaximum" in node
+                    if not (lo and hi):
+                        missing.append(path)
+                for k, v in node.items():
+                    walk(v, f"{path}/{k}")
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, f"{path}[{i}]")
+
+        walk(Config.model_json_schema(), "Config")
+        assert missing == []
+
+    def _problems(self, tmp_path: Path, edit: Any) -> list[str]:
+        import tomllib
+
+        from edged.config import ConfigError, parse
+
+        raw = tomllib.loads((REPO / "config.toml").read_text())
+        edit(raw)
+        try:
+            parse(raw, "t", tmp_path)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    def test_values_that_crashed_or_starved_run_are_refused(self, tmp_path: Path) -> None:
+        """inf / nan / absurd values that used to pass `edged check` and then crash `run` or grow
+        without limit are config errors naming the key."""
+        inf, nan = float("inf"), float("nan")
+        cases = {
+            "mqtt.reconnect_max_s": ("mqtt", "reconnect_max_s", inf),
+            "spool.max_mb": ("spool", "max_mb", inf),
+            "ops.min_free_mb": ("ops", "min_free_mb", inf),
+            "summary.interval_s": ("summary", "interval_s", 1e-9),
+            "state.checkpoint_interval_s": ("state", "checkpoint_interval_s", 1e-6),
+            "mqtt.labels_per_s": ("mqtt", "labels_per_s", nan),
+        }
+        for key, (section, name, value) in cases.items():
+
+            def edit(
+                raw: dict[str, Any], section: str = section, name: str = name, value: float = value
+            ) -> None:
+                raw.setdefault(section, {})[name] = value
+
+            problems = self._problems(tmp_path, edit)
+            assert any(p.startswith(key) for p in problems), (key, problems)
+
+        def horizon(raw: dict[str, Any]) -> None:
+            raw["tasks"]["activity"]["label_horizon_s"] = inf
+
+        assert any("label_horizon_s" in p for p in self._problems(tmp_path, horizon))
+
+        def bands(raw: dict[str, Any]) -> None:
+            raw["tasks"]["activity"]["bands_hz"] = [0.5, 5, inf]
+
+        assert any("bands_hz" in p for p in self._problems(tmp_path, bands))
+
+    def test_window_that_never_fills_is_refused(self, tmp_path: Path) -> None:
+        """A window that takes more than a week to fill (1 Mi samples of a 1 Hz sensor) is refused."""
+
+        def edit(raw: dict[str, Any]) -> None:
+            raw["tasks"]["env"] = {"channels": ["temperature"], "window": 1 << 20, "hop": 1 << 19}
+
+        assert any("tasks.env.window" in p and "a week" in p for p in self._problems(tmp_path, edit))
+
+    def test_state_dir_under_proc_or_on_a_file_is_refused(self, tmp_path: Path) -> None:
+        """`edged check` refuses a state directory on a pseudo filesystem or on a regular file."""
+        afile = tmp_path / "afile"
+        afile.write_text("x")
+        for where in ("/proc/self/edged", str(afile), str(afile / "sub")):
+
+            def edit(raw: dict[str, Any], where: str = where) -> None:
+                raw["state"]["dir"] = where
+
+            assert any(p.startswith("state.dir") for p in self._problems(tmp_path, edit)), where
+        cfg = tmp_path / "c.toml"
+        cfg.write_text((REPO / "config.toml").read_text().replace('dir = "state"', 'dir = "/proc/edged"'))
+        r = subprocess.run(
+            [sys.executable, "-m", "edged", "check", "-c", str(cfg)], capture_output=True, text=True, cwd=REPO
+        )
+        assert r.returncode == 2 and "state.dir" in r.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -13,7 +13,7 @@ from drivers.base import SensorConfig
 class I2cSensorConfig(SensorConfig):
     """Keys of every I2C chip sensor (each chip adds its own ``driver`` literal and options)."""
 
-    bus: int | Literal["sim"] = Field(
+    bus: Annotated[int, Field(ge=0, le=255)] | Literal["sim"] = Field(
         1,
         description='`N` for `/dev/i2c-N` (1 on a Raspberry Pi header), or `"sim"`: an emulated chip fed '
         "by the simulated machine.",
@@ -27,6 +27,7 @@ class I2cSensorConfig(SensorConfig):
         ge=2,
         description='Identical raw samples in a row before the sensor counts as "stuck"; unset: 50 for '
         "IMUs, 30 for the others.",
+        le=1_000_000,
     )
 
     @field_validator("bus")

@@ -28,20 +28,22 @@ class HoeffdingTreeParams(_Params):
     """Hoeffding tree (river.tree.HoeffdingTreeClassifier), memory capped at ``max_size_mb``."""
 
     model: Literal["hoeffding_tree"]
-    grace_period: int = Field(50, ge=1, description="Windows a leaf sees between split attempts.")
+    grace_period: int = Field(
+        50, ge=1, description="Windows a leaf sees between split attempts.", le=1_000_000
+    )
     delta: float = Field(1e-5, gt=0, lt=1, description="Split confidence (Hoeffding bound).")
-    max_depth: int | None = Field(None, ge=1, description="Depth limit; unset: none.")
+    max_depth: int | None = Field(None, ge=1, description="Depth limit; unset: none.", le=1000)
     leaf_prediction: Literal["mc", "nb", "nba"] = Field(
         "nba", description="Leaf prediction: majority class, naive Bayes, or naive Bayes adaptive."
     )
-    max_size_mb: float = Field(10.0, gt=0, description="Memory bound; at it, leaves stop growing.")
+    max_size_mb: float = Field(10.0, gt=0, description="Memory bound; at it, leaves stop growing.", le=4096)
 
 
 class HoeffdingAdaptiveTreeParams(HoeffdingTreeParams):
     """Hoeffding adaptive tree: replaces branches whose error drifts (ADWIN per node)."""
 
     model: Literal["hoeffding_adaptive_tree"]  # type: ignore[assignment]
-    seed: int = Field(1, description="Random seed.")
+    seed: int = Field(1, description="Random seed.", ge=0, le=2**32 - 1)
 
 
 class ARFParams(_Params):
@@ -49,18 +51,20 @@ class ARFParams(_Params):
 
     model: Literal["arf"]
     n_models: int = Field(10, ge=1, le=100, description="Trees in the forest.")
-    grace_period: int = Field(50, ge=1, description="Windows a leaf sees between split attempts.")
-    max_depth: int | None = Field(None, ge=1, description="Depth limit per tree; unset: none.")
-    max_size_mb: float = Field(5.0, gt=0, description="Memory bound per tree.")
-    seed: int = Field(1, description="Random seed.")
+    grace_period: int = Field(
+        50, ge=1, description="Windows a leaf sees between split attempts.", le=1_000_000
+    )
+    max_depth: int | None = Field(None, ge=1, description="Depth limit per tree; unset: none.", le=1000)
+    max_size_mb: float = Field(5.0, gt=0, description="Memory bound per tree.", le=4096)
+    seed: int = Field(1, description="Random seed.", ge=0, le=2**32 - 1)
 
 
 class LogisticParams(_Params):
     """Multinomial logistic regression on standardised features (SoftmaxRegression, SGD)."""
 
     model: Literal["logistic"]
-    lr: float = Field(0.05, gt=0, description="SGD learning rate.")
-    l2: float = Field(0.0, ge=0, description="L2 regularisation.")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate.", le=100)
+    l2: float = Field(0.0, ge=0, description="L2 regularisation.", le=100)
 
 
 class GaussianNBParams(_Params):
@@ -81,15 +85,15 @@ class FastSoftmaxParams(_Params):
     the predictions of ``logistic``."""
 
     model: Literal["fast_softmax"]
-    lr: float = Field(0.05, gt=0, description="SGD learning rate.")
-    l2: float = Field(0.0, ge=0, description="L2 regularisation.")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate.", le=100)
+    l2: float = Field(0.0, ge=0, description="L2 regularisation.", le=100)
 
 
 class KNNParams(_Params):
     """k nearest neighbours over the last ``window_size`` standardised windows."""
 
     model: Literal["knn"]
-    n_neighbors: int = Field(5, ge=1, description="Neighbours that vote.")
+    n_neighbors: int = Field(5, ge=1, description="Neighbours that vote.", le=1000)
     window_size: int = Field(500, ge=1, le=100_000, description="Windows remembered.")
 
 
@@ -114,8 +118,8 @@ class HalfSpaceTreesParams(AlarmParams):
     model: Literal["half_space_trees"]
     n_trees: int = Field(25, ge=1, le=200, description="Trees in the ensemble.")
     height: int = Field(8, ge=2, le=16, description="Height of each tree.")
-    window_size: int = Field(250, ge=10, description="Windows in the reference window.")
-    seed: int = Field(1, description="Random seed.")
+    window_size: int = Field(250, ge=10, description="Windows in the reference window.", le=1_000_000)
+    seed: int = Field(1, description="Random seed.", ge=0, le=2**32 - 1)
 
 
 AnomalyParams = Annotated[HalfSpaceTreesParams | DiscordParams, Field(discriminator="model")]
@@ -292,8 +296,10 @@ class LifecycleParams(_Params):
     margin: float = Field(
         0.02, ge=0, lt=1, description="Accuracy margin by which the challenger must beat the champion."
     )
-    min_windows: int = Field(100, ge=1, description="Windows both must have seen before a promotion.")
-    window: int = Field(200, ge=10, description="Latest shared windows compared.")
+    min_windows: int = Field(
+        100, ge=1, description="Windows both must have seen before a promotion.", le=10_000_000
+    )
+    window: int = Field(200, ge=10, description="Latest shared windows compared.", le=10_000_000)
     # Also watch the anomaly stream: a sustained rise in the share of windows whose score
     # crosses the alarm threshold (alert + event; the detector is not reset).
     anomaly_drift: bool = Field(True, description="Also watch the rate of high anomaly scores.")
