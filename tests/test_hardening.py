@@ -935,3 +935,37 @@ class TestConfigBounds:
             [sys.executable, "-m", "edged", "check", "-c", str(cfg)], capture_output=True, text=True, cwd=REPO
         )
         assert r.returncode == 2 and "state.dir" in r.stderr
+
+
+class TestKeysInit:
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, EDGED_NUMBA_CACHE="0")
+        return subprocess.run(
+            [sys.executable, "-m", "edged", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+        )
+
+    def test_keys_init_makes_a_key_and_refuses_to_discard_models_silently(self, tmp_path: Path) -> None:
+        """`edged keys init`: a key on a fresh state dir; never over an existing key; with signed
+        checkpoints and no key only with --discard-models, which moves them aside."""
+        cfg = tmp_path / "config.toml"
+        cfg.write_text((REPO / "config.toml").read_text())
+        state = tmp_path / "state"
+        r = self._cli("keys", "init", "-c", str(cfg))
+        assert r.returncode == 0, r.stderr
+        key = (state / "state.key").read_bytes()
+        assert self._cli("keys", "init", "-c", str(cfg)).returncode == 1
+        assert (state / "state.key").read_bytes() == key
+        _save(_store(state), "activity", 1, "a")
+        (state / "state.key").unlink()
+        r = self._cli("keys", "init", "-c", str(cfg))
+        assert r.returncode == 1 and "restore that key" in r.stderr and not (state / "state.key").exists()
+        r = self._cli("keys", "init", "-c", str(cfg), "--discard-models")
+        assert r.returncode == 0, r.stderr
+        assert (state / "state.key").exists() and not (state / "models").exists()
+        assert list(state.glob("discarded-*/models/activity/ckpt-*"))
+        assert _store(state).load_latest("activity", "fp1")[2] == []  # a clean start, nothing flagged

@@ -15,7 +15,7 @@ import os
 import sys
 
 from edged import __version__
-from edged.cli import label, model, run, sensors
+from edged.cli import keys, label, model, run, sensors
 from edged.cli._common import UsageError, load_config
 
 __all__ = ["build_parser", "load_config", "main"]
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.add_parsers(sub, common)
     model.add_parsers(sub, common)
+    keys.add_parsers(sub, common)
     sensors.add_parsers(sub, common)
     label.add_parsers(sub, common)
     return parser
