@@ -62,7 +62,7 @@ class Publisher:
         cfg: MqttConfig,
         device_id: str,
         status: Callable[[str], dict[str, Any]],
-        on_label: Callable[[str, bytes, str], None],
+        on_label: Callable[[str, bytes | bytearray, str], None],
         spool: Spool,
         tls: ssl.SSLContext | None = None,
         username: str | None = None,
@@ -400,7 +400,7 @@ class LabelInbox:
         self.overflow = 0
         self.oversize = 0
 
-    def put(self, task: str, payload: bytes, origin: str = "mqtt") -> None:
+    def put(self, task: str, payload: bytes | bytearray, origin: str = "mqtt") -> None:
         with self._lock:
             if len(payload) > self.max_bytes:
                 self.oversize += 1
@@ -424,7 +424,7 @@ class LabelInbox:
             return out
 
     def drain(self) -> list[tuple[str, bytes, str]]:
-        out = []
+        out: list[tuple[str, bytes, str]] = []
         while True:
             try:
                 item = self._q.get_nowait()
