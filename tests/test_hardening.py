@@ -511,7 +511,7 @@ class _Plant:
         from drivers.simulator import MachineWorld, SimImu, SimLabeler
         from edged.app import build_engine
         from edged.config import load
-        from edged.state import SeqStore
+        from edged.seq import SeqStore
 
         p = tmp_path / "plant.toml"
         p.write_text((REPO / "config.toml").read_text() + overrides)
