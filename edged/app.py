@@ -130,12 +130,15 @@ def warm_up(cfg: Config) -> None:
     case of ~10 s on a Pi) and ``kernels_ready`` with the seconds it took, so a first start does
     not look hung."""
     # no cache unless the launcher set one (edged.jitcache): then every start compiles
-    cache = os.environ.get("NUMBA_CACHE_DIR") if os.environ.get("EDGED_NUMBA_CACHE") != "0" else None
-    first = cache is None or not Path(cache).is_dir() or not any(Path(cache).iterdir())
+    kernel_cache = os.environ.get("NUMBA_CACHE_DIR") if os.environ.get("EDGED_NUMBA_CACHE") != "0" else None
+    first = kernel_cache is None or not Path(kernel_cache).is_dir() or not any(Path(kernel_cache).iterdir())
     log.info(
         "kernels_compiling",
         first_start=first,
-        note="compiling numba kernels (cached only where the launcher sets NUMBA_CACHE_DIR)" if first else "loading cached kernels",
+        kernel_cache=kernel_cache,
+        note="compiling numba kernels (cached only where the launcher sets NUMBA_CACHE_DIR)"
+        if first
+        else "loading cached kernels",
     )
     started = time.monotonic()
     rng = np.random.default_rng(0)
