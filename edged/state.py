@@ -139,8 +139,8 @@ def signed_state(state_dir: Path) -> str | None:
     models = state_dir / "models"
     if models.is_dir():
         for d in models.iterdir():
-            if d.is_dir() and any(_NAME.match(f.name) for f in d.iterdir()):
-                return f"models/{d.name}"
+            if d.is_dir() and any(_NAME.match(f.name) and b'"hmac":"' in _head(f) for f in d.iterdir()):
+                return f"models/{d.name}"  # a signed checkpoint (garbage files do not count)
     return None
 
 
