@@ -114,7 +114,7 @@ class MqttConfig(StrictModel):
         50.0,
         gt=0,
         description="Incoming label messages above this rate, per publisher (MQTT v5 `source`; 3.1.1: one for all), are rejected.",
-        le=10000,
+        le=1_000_000,
     )
     label_sources: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         None,
