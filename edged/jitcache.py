@@ -32,6 +32,7 @@ def configure(environ: MutableMapping[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     explicit = env.get("NUMBA_CACHE_DIR")
     if explicit:
+        env["EDGED_NUMBA_CACHE"] = "1"  # the launcher's choice wins over an inherited "0"
         return explicit
     env["EDGED_NUMBA_CACHE"] = "0"
     return None
