@@ -319,9 +319,7 @@ class TaskPipeline:
                 return False
         return True
 
-    def _learn(
-        self, rec: Record, label: str, feats: FeatureVector | None = None, now: float = 0.0
-    ) -> None:
+    def _learn(self, rec: Record, label: str, feats: FeatureVector | None = None, now: float = 0.0) -> None:
         self._learned.append((now, label == rec.pred))
         if self.learning:
             x = feats if feats is not None else FeatureVector(rec.x, self.names, self._as_dict)
