@@ -23,7 +23,7 @@ def _publisher(port: int, protocol: str, spool: Spool, labels: list[tuple[str, b
         cfg,
         "test-gw",
         lambda s: {"schema": "edged.status.v1", "state": s, "version": "t", "device": "test-gw"},
-        lambda task, payload: labels.append((task, payload)),
+        lambda task, payload, origin: labels.append((task, payload)),
         spool,
     )
 

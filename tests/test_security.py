@@ -330,7 +330,7 @@ class TestAgainstMosquitto:
             cfg,
             "test-gw",
             lambda s: {"schema": "edged.status.v1", "state": s},
-            lambda t, p: None,
+            lambda t, p, o: None,
             spool,
             tls=tls_context(cfg.tls),
             username="test-gw",
