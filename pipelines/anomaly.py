@@ -58,12 +58,14 @@ class AlarmParams(BaseModel):
     span: int = Field(
         2000,
         ge=10,
+        le=10_000_000,
         description="Windows the long-run score distribution forgets over (EW mean and variance).",
     )
-    warmup: int = Field(200, ge=0, description="Windows learned before any alarm.")
+    warmup: int = Field(200, ge=0, le=10_000_000, description="Windows learned before any alarm.")
     hold: int = Field(
         100,
         ge=0,
+        le=1_000_000,
         description="Off-delay: windows an alarm stays on after its last crossing (one episode, one alarm).",
     )
 
@@ -77,19 +79,32 @@ class DiscordParams(AlarmParams):
     history: int = Field(
         1000, ge=16, le=100_000, description="Windows searched for the stretch's nearest neighbour."
     )
-    scale_span: int = Field(200, ge=2, description="Windows of the spread that scales distances.")
+    scale_span: int = Field(
+        200, ge=2, le=1_000_000, description="Windows of the spread that scales distances."
+    )
     novelty: float = Field(
         0.05,
+        ge=-1,
+        le=100,
         description="A value beyond the range seen so far by this fraction of the range alarms outright "
         "(negative: off).",
     )
     novelty_lag: int = Field(
-        300, ge=0, description="That range is of values at least this many windows old (at most `history`)."
+        300,
+        ge=0,
+        le=100_000,
+        description="That range is of values at least this many windows old (at most `history`).",
     )
-    shift_span: int = Field(16, ge=1, description="Windows of the short mean of the level-shift check.")
-    shift_long: int = Field(1000, ge=2, description="Windows of the long mean of the level-shift check.")
+    shift_span: int = Field(
+        16, ge=1, le=1_000_000, description="Windows of the short mean of the level-shift check."
+    )
+    shift_long: int = Field(
+        1000, ge=2, le=10_000_000, description="Windows of the long mean of the level-shift check."
+    )
     shift_z: float = Field(
         6.0,
+        ge=-1000,
+        le=1000,
         description="A level shift alarms outright when the short mean leaves the long one by this many "
         "of their usual gaps (<= 0: off).",
     )
