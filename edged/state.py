@@ -202,7 +202,16 @@ _RIVER_CLASSES = {
     "river._river_rust.vectordict": ("euclidean_distance_tuple",),
     "pipelines.evaluation": ("Prequential",),
     "pipelines.learners.model": ("TaskModel",),
-    "pipelines.learners.params": _PARAMS,
+    "pipelines.learners.params": (*_PARAMS, "FastGaussianNBParams", "FastSoftmaxParams"),
+    "pipelines.anomaly": ("AlarmPolicy", "DiscordDetector", "DiscordParams"),
+    "pipelines.fastlearn": ("FastGaussianNB", "FastSoftmax"),
+    # numpy arrays and scalars inside the discord detector and the fast learners: rebuilt from raw
+    # bytes (an object dtype cannot be made from a buffer; a scalar only wraps what passed this list)
+    "numpy": ("dtype",),
+    "numpy._core.numeric": ("_frombuffer",),
+    "numpy._core.multiarray": ("scalar",),
+    "numpy.core.numeric": ("_frombuffer",),
+    "numpy.core.multiarray": ("scalar",),
     # checkpoints written before pipelines.learners became a package (same classes, old path)
     "pipelines.learners": ("TaskModel", *_PARAMS),
     # containers and scalars

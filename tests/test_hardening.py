@@ -208,6 +208,35 @@ class TestRestrictedUnpickler:
                 x = {"a": 3.0, "b": -1.0, "c": 1.0}
                 assert back.predict(x) == m.predict(x), (c, lc)
 
+    def test_fast_learners_and_discord_detector_round_trip(self) -> None:
+        """The allow-list also covers the compiled fast learners and the discord detector with its
+        alarm policy (numpy arrays inside them are rebuilt from bytes, nothing more)."""
+        import random
+
+        import numpy as np
+
+        from edged.state import unpickle_model
+        from pipelines.learners import HalfSpaceTreesParams, LifecycleParams, TaskModel
+        from pipelines.learners.params import DiscordParams, FastGaussianNBParams, FastSoftmaxParams
+
+        rng = random.Random(3)
+        for c in (FastGaussianNBParams(model="fast_gnb"), FastSoftmaxParams(model="fast_softmax")):
+            for a in (
+                HalfSpaceTreesParams(model="half_space_trees", warmup=5, window_size=20),
+                DiscordParams(model="discord", warmup=5),
+            ):
+                m = TaskModel("t", c, a, fingerprint="x", lifecycle=LifecycleParams())
+                for i in range(300):
+                    k = i % 3
+                    x = {"a": rng.gauss(k * 3, 1), "b": rng.gauss(-k, 1)}
+                    w = np.array([[x["a"]], [x["b"]]])
+                    m.learn_unlabelled(x, m.score(x, w), w)
+                    m.learn(x, ["off", "idle", "run"][k], m.predict(x)[0])
+                back = unpickle_model(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), "test")
+                x, w = {"a": 3.0, "b": -1.0}, np.array([[3.0], [-1.0]])
+                assert back.predict(x) == m.predict(x), (c, a)
+                assert back.score(x, w) == m.score(x, w), (c, a)
+
     def test_signed_gadgets_never_run_and_the_older_checkpoint_loads(self, tmp_path: Path) -> None:
         """Each gadget, signed with the state key as the newest checkpoint, is refused at start
         (load_latest) and the previous good checkpoint is used; no marker file appears."""
