@@ -137,6 +137,8 @@ class TestLabelCommand:
             ), svc.logs()[-5:]
             assert all(p["model"]["n_learned"] == 0 for p in recorder.topic("/prediction/activity"))
             res = edged("label", "activity", "running", "--from", "2m", "--to", "now", "-c", str(cfg))
+            assert res.returncode == 2 and "label_max_span_s" in res.stderr, res.stderr  # refused up front
+            res = edged("label", "activity", "running", "--from", "25s", "--to", "now", "-c", str(cfg))
             assert res.returncode == 0, res.stderr
             assert "acknowledged" in res.stdout
             res = edged("label", "maintenance", "normal", "-c", str(cfg))
@@ -150,7 +152,7 @@ class TestLabelCommand:
                 1,
             )
             assert set(p1) == {"label", "from", "to"} and p1["label"] == "running"
-            assert p1["to"] - p1["from"] == pytest.approx(120, abs=1)
+            assert p1["to"] - p1["from"] == pytest.approx(25, abs=1)
             assert set(p2) == {"label", "ts"} and abs(p2["ts"] - time.time()) < 60
             validate(p1, t1)
             validate(p2, t2)

@@ -85,6 +85,12 @@ def cmd_label(args: argparse.Namespace) -> int:
         payload = label_payload(args, time.time())
         body = json.dumps(payload, separators=(",", ":")).encode()
         parse_label(body, cfg.mqtt.label_max_bytes)  # what the service will check
+        max_span = cfg.tasks[args.task].label_max_span_s  # the service refuses longer ranges
+        if "from" in payload and payload["to"] - payload["from"] > max_span:
+            raise ValueError(
+                f"the range spans {payload['to'] - payload['from']:.0f} s, more than "
+                f"tasks.{args.task}.label_max_span_s ({max_span:g} s): the service would refuse it"
+            )
     except ValueError as exc:
         print(f"edged: label: {exc}", file=sys.stderr)
         return 2
