@@ -32,6 +32,7 @@ from edged.configfile import find_config as find_config
 from edged.configfile import read_raw as read_raw
 from pipelines.dsp import BearingParams, FeatureSet, FusionParams, Hz, ShaftParams
 from pipelines.learners import AnomalyParams, ClassifierParams, HoeffdingTreeParams, LifecycleParams
+
 MAX_WINDOW_S = 7 * 86400  # a window that takes longer to fill is a mistake (no prediction for a week)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # also a valid, wildcard-free MQTT topic level
 
