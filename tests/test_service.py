@@ -249,7 +249,11 @@ class TestRecovery:
         # known exactly: its seq starts at the counter committed in the spool with the last spooled
         # prediction. Everything below that was made before the crash.
         with contextlib.closing(sqlite3.connect(tmp_path / "state" / "spool.db")) as con:
-            first_new = dict(con.execute("SELECT task, next FROM seq").fetchall())["activity"]
+            spooled_next = dict(con.execute("SELECT task, next FROM seq").fetchall())["activity"]
+        # ...or at the seq.json reservation, whichever is higher (issue 17: the highest durable floor;
+        # after SIGKILL seq may jump ahead, never repeat)
+        reserved = json.loads((tmp_path / "state" / "seq.json").read_text())["next"].get("activity", 0)
+        first_new = max(spooled_next, reserved)
 
         def restarted() -> list[dict[str, Any]]:
             return [p for p in _preds(recorder, "activity") if p["seq"] >= first_new]
